@@ -1,0 +1,1 @@
+"""Subcommands of ``measures``: one module each, discovered by ``handlers.cli``."""

@@ -1,0 +1,389 @@
+"""compile_measure: a checked definition plus value sets -> MeasurePlan. Pure: no I/O, no clock.
+
+Rewrite steps, in order: resolve names to qualified definitions (dependency order), inline status rules into
+retrieves, resolve value-set names to URLs and verify an expansion exists for each, collect the membership
+(key, system, code) table and the columns each table must provide. One translate function per construct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from datasets.schema import PRIMARY_CODE, TABLES
+from definitions.model import (
+    Age,
+    All,
+    Any_,
+    AttrFilter,
+    Count,
+    CoveredDays,
+    EventRef,
+    Exists,
+    Gender,
+    Not,
+    Pick,
+    Ref,
+    Retrieve,
+    TimingFilter,
+    Union_,
+    ValueFilter,
+    WithFilter,
+    WithoutFilter,
+)
+from definitions.resolved import MEASURE_SCOPE, ResolvedMeasure, definition_kind
+from definitions.valuesets import ValueSetLibrary, canonical_url
+from engine.errors import CompileError, Diagnostic, MissingValueSetError
+from engine.plan import (
+    AgeIR,
+    AllIR,
+    AnyIR,
+    AttrTest,
+    CondIR,
+    CountIR,
+    CoveredDaysIR,
+    DefineIR,
+    EventsIR,
+    ExistsIR,
+    FilterIR,
+    GenderIR,
+    GroupIR,
+    MeasurePlan,
+    NamedEventsIR,
+    NotIR,
+    PickIR,
+    RelatedTest,
+    RetrieveIR,
+    TimingTest,
+    UnionIR,
+    ValueTest,
+    code_key,
+)
+from engine.systems import canonical_system
+
+Path = tuple[str | int, ...]
+
+# Profiles a retrieve may name, with the fixed code a resource of that profile carries (pitfall P13).
+PROFILE_CODES: dict[str, tuple[str, str]] = {
+    "http://hl7.org/fhir/StructureDefinition/bp": ("http://loinc.org", "85354-9"),
+    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-blood-pressure": ("http://loinc.org", "85354-9"),
+    "http://hl7.org/fhir/us/qicore/StructureDefinition/qicore-observation-bp": ("http://loinc.org", "85354-9"),
+    "http://hl7.org/fhir/StructureDefinition/bodyheight": ("http://loinc.org", "8302-2"),
+    "http://hl7.org/fhir/StructureDefinition/bodyweight": ("http://loinc.org", "29463-7"),
+    "http://hl7.org/fhir/StructureDefinition/bmi": ("http://loinc.org", "39156-5"),
+}
+
+EVENT_COLUMNS = ("patient_id", "id", "start", "end", "tz_offset_min")
+
+
+class _Compiler:
+    def __init__(self, resolved: ResolvedMeasure, valuesets: ValueSetLibrary) -> None:
+        self.r = resolved
+        self.valuesets = valuesets
+        self.problems: list[Diagnostic] = []
+        self.defines: dict[str, CondIR | EventsIR] = {}
+        self.order: list[str] = []
+        self.in_progress: set[str] = set()
+        self.membership: set[tuple[str, str, str]] = set()
+        self.columns: dict[str, set[str]] = {}
+        self.tags: set[tuple[str, str]] = set()
+        self.versions: dict[str, str] = {}
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def err(self, scope: str, path: Path, message: str, cls: type[CompileError] = CompileError) -> None:
+        self.problems.append(self.r.diagnostic(scope, path, message))
+        self.error_class = cls
+
+    def need(self, table: str, *columns: str) -> None:
+        known = TABLES[table]
+        cols = self.columns.setdefault(table, set())
+        for column in columns:
+            if column in known:
+                cols.add(column)
+
+    def qualified(self, scope: str, name: str) -> str:
+        return name if scope == MEASURE_SCOPE else f"{scope}.{name}"
+
+    def valueset_url(self, scope: str, path: Path, name: str) -> str | None:
+        found = self.r.valueset(name, scope)
+        if found is None:
+            self.err(scope, path, f"unknown value set {name!r}")
+            return None
+        url = canonical_url(str(found.value))
+        if url not in self.valuesets:
+            self.err(scope, path, f"value set {url} ({name}) has no expansion loaded; pass --valuesets",
+                     MissingValueSetError)
+            return None
+        vs = self.valuesets[url]
+        self.versions[url] = vs.version or ""
+        for system, code in vs.codes:
+            self.membership.add((url, canonical_system(system), code))
+        return url
+
+    # ------------------------------------------------------------------------------------------ defines
+    def define(self, scope: str, name: str, path: Path) -> str | None:
+        found = self.r.define(name, scope)
+        if found is None:
+            self.err(scope, path, f"unknown definition {name!r}")
+            return None
+        qname = self.qualified(found.scope, found.name)
+        if qname in self.defines:
+            return qname
+        if qname in self.in_progress:
+            self.err(found.scope, found.path, f"definition {qname!r} refers to itself")
+            return None
+        self.in_progress.add(qname)
+        value = found.value
+        node: CondIR | EventsIR
+        if definition_kind(value) == "events":
+            node = self.events(found.scope, found.path, value)
+        else:
+            node = self.cond(found.scope, found.path, value)
+        self.in_progress.discard(qname)
+        self.defines[qname] = node
+        self.order.append(qname)
+        return qname
+
+    def is_events_define(self, qname: str) -> bool:
+        node = self.defines.get(qname)
+        return isinstance(node, (RetrieveIR, UnionIR, NamedEventsIR))
+
+    # ------------------------------------------------------------------------------------------ events
+    def events(self, scope: str, path: Path, node: Any) -> EventsIR:
+        if isinstance(node, Retrieve):
+            return self.retrieve(scope, path, node)
+        if isinstance(node, Union_):
+            parts = tuple(self.events(scope, (*path, "union", i), p) for i, p in enumerate(node.union))
+            tables = {self.table_of(p) for p in parts}
+            if len(tables) > 1:
+                self.err(scope, (*path, "union"), f"a union mixes tables: {', '.join(sorted(tables))}")
+            table = next(iter(tables))
+            return UnionIR(parts, self.filters(scope, (*path, "where"), table, node.where))
+        assert isinstance(node, EventRef)
+        qname = self.define(scope, node.events, (*path, "events"))
+        if qname is None or not self.is_events_define(qname):
+            if qname is not None:
+                self.err(scope, (*path, "events"), f"{node.events!r} is a condition, not an event set")
+            return RetrieveIR("encounter", "type", (), (), False, ())
+        table = self.table_of(self.defines[qname])
+        return NamedEventsIR(qname, self.filters(scope, (*path, "where"), table, node.where))
+
+    def table_of(self, node: CondIR | EventsIR) -> str:
+        if isinstance(node, RetrieveIR):
+            return node.table
+        if isinstance(node, UnionIR):
+            return self.table_of(node.parts[0])
+        if isinstance(node, NamedEventsIR):
+            return self.table_of(self.defines[node.name])
+        raise TypeError(node)
+
+    def retrieve(self, scope: str, path: Path, node: Retrieve) -> RetrieveIR:
+        table = node.from_
+        code_column = node.code_path or PRIMARY_CODE[table]
+        if code_column not in TABLES[table]:
+            self.err(scope, (*path, "code_path"), f"table {table} has no column {code_column}")
+        keys: list[str] = []
+        urls = [u for i, vs in enumerate(node.valuesets)
+                if (u := self.valueset_url(scope, (*path, "valueset", i) if isinstance(node.valueset, tuple)
+                                           else (*path, "valueset"), vs)) is not None]  # fmt: skip
+        keys += urls
+        if node.codes:
+            key = code_key(node.codes)
+            keys.append(key)
+            self.membership.update((key, canonical_system(c.system), c.code) for c in node.codes)
+        if node.profile is not None:
+            key = "profile:" + node.profile
+            keys.append(key)
+            fixed = PROFILE_CODES.get(node.profile)
+            if fixed is not None:
+                self.membership.add((key, *fixed))
+            self.need(table, "profiles")
+        if keys:
+            self.tags.add((table, code_column))
+            if node.profile is not None:
+                self.tags.add((table, "profiles"))
+        self.need(table, *EVENT_COLUMNS, code_column, code_column.removesuffix("_code") + "_system")
+        if node.negated:
+            self.need(table, "not_done_valueset")
+        filters: list[FilterIR] = []
+        if node.status is not None:
+            rule = self.r.status_rule(node.status, scope)
+            if rule is None:
+                self.err(scope, (*path, "status"), f"unknown status rule {node.status!r}")
+            else:
+                filters += self.filters(rule.scope, (*rule.path, "where"), table, rule.value.where)
+        filters += self.filters(scope, (*path, "where"), table, node.where)
+        return RetrieveIR(table, code_column, tuple(sorted(keys)), tuple(sorted(urls)) if node.negated else (),
+                          not keys, tuple(filters))
+
+    # ------------------------------------------------------------------------------------------ filters
+    def filters(self, scope: str, path: Path, table: str, items: tuple[Any, ...]) -> tuple[FilterIR, ...]:
+        return tuple(self.filter(scope, (*path, i), table, f) for i, f in enumerate(items))
+
+    def filter(self, scope: str, path: Path, table: str, node: Any) -> FilterIR:
+        if isinstance(node, AttrFilter):
+            return self.attr(scope, path, table, node)
+        if isinstance(node, ValueFilter):
+            self.need(table, "value_quantity", "value_unit")
+            if node.component is not None:
+                self.need("observation_component", "observation_id", "component_ix", "code", "value_quantity",
+                          "value_unit", "patient_id")
+            comp = None if node.component is None else (canonical_system(node.component.system), node.component.code)
+            return ValueTest(node.value, comp)
+        if isinstance(node, TimingFilter):
+            self.timing_columns(table, node.timing)
+            return TimingTest(node.timing)
+        assert isinstance(node, (WithFilter, WithoutFilter))
+        other = node.with_ if isinstance(node, WithFilter) else node.without
+        key = "with" if isinstance(node, WithFilter) else "without"
+        events = self.events(scope, (*path, key), other)
+        if node.timing is not None:
+            self.timing_columns(table, node.timing)
+            self.timing_columns(self.table_of(events), node.timing)
+        if node.link is not None:
+            self.need(table, "encounter_id", "id")
+            self.need(self.table_of(events), "encounter_id", "id")
+        if node.timing is None and node.link is None:
+            self.err(scope, path, f"{key} needs a timing or a link saying how the rows relate")
+        return RelatedTest(events, node.timing, node.link, negate=isinstance(node, WithoutFilter))
+
+    def timing_columns(self, table: str, timing: Any) -> None:
+        refs = [timing.left.ref]
+        right = timing.right
+        refs += [right.start.ref, right.end.ref] if hasattr(right, "start") else [right.ref]
+        if any(r.endswith("prevalence") for r in refs):
+            self.need(table, "clinical_status")
+
+    def attr(self, scope: str, path: Path, table: str, node: AttrFilter) -> AttrTest:
+        column = node.attr
+        if column not in TABLES[table]:
+            self.err(scope, (*path, "attr"), f"table {table} has no column {column!r}")
+        self.need(table, column)
+        if node.in_ is not None:
+            return AttrTest(column, "in", values=node.in_)
+        if node.not_in is not None:
+            return AttrTest(column, "not_in", values=node.not_in)
+        if node.codes is not None:
+            return AttrTest(column, "codes", codes=tuple(sorted((canonical_system(c.system), c.code)
+                                                                for c in node.codes)))
+        if node.valueset is not None:
+            url = self.valueset_url(scope, (*path, "valueset"), node.valueset)
+            return AttrTest(column, "valueset", values=(url or "",))
+        if node.compare is not None:
+            return AttrTest(column, "compare", compare=node.compare)
+        if node.is_true is not None:
+            return AttrTest(column, "is_true", flag=node.is_true)
+        return AttrTest(column, "is_null", flag=node.is_null)
+
+    # ------------------------------------------------------------------------------------------ conditions
+    def cond(self, scope: str, path: Path, node: Any) -> CondIR:
+        handler = self.COND.get(type(node))
+        if handler is None:
+            self.err(scope, path, f"cannot compile {type(node).__name__}")
+            return AllIR(())
+        return handler(self, scope, path, node)
+
+    def _all(self, scope: str, path: Path, node: All) -> CondIR:
+        return AllIR(tuple(self.cond(scope, (*path, "all", i), c) for i, c in enumerate(node.all)))
+
+    def _any(self, scope: str, path: Path, node: Any_) -> CondIR:
+        return AnyIR(tuple(self.cond(scope, (*path, "any", i), c) for i, c in enumerate(node.any)))
+
+    def _not(self, scope: str, path: Path, node: Not) -> CondIR:
+        return NotIR(self.cond(scope, (*path, "not"), node.not_))
+
+    def _ref(self, scope: str, path: Path, node: Ref) -> CondIR:
+        qname = self.define(scope, node.ref, (*path, "ref"))
+        return DefineIR(qname or "")
+
+    def _exists(self, scope: str, path: Path, node: Exists) -> CondIR:
+        return ExistsIR(self.events(scope, (*path, "exists"), node.exists))
+
+    def _count(self, scope: str, path: Path, node: Count) -> CondIR:
+        return CountIR(self.events(scope, (*path, "count"), node.count), node.distinct, node.compare)
+
+    def _age(self, scope: str, path: Path, node: Age) -> CondIR:
+        if not node.age.at.ref.startswith("period"):
+            self.err(scope, (*path, "age", "at"), "age is taken at a point of the period")
+        self.need("patient", "birth_date")
+        return AgeIR(node.age.at, node.age.unit, node.age.min, node.age.max)
+
+    def _gender(self, scope: str, path: Path, node: Gender) -> CondIR:
+        self.need("patient", "gender")
+        return GenderIR(node.gender)
+
+    def _pick(self, scope: str, path: Path, node: Pick) -> CondIR:
+        spec = node.pick
+        events = self.events(scope, (*path, "pick", "from"), spec.from_)
+        table = self.table_of(events)
+        self.need(table, "value_quantity", "value_unit")
+        if spec.component is not None:
+            self.need("observation_component", "observation_id", "component_ix", "code", "value_quantity",
+                      "value_unit", "patient_id")
+        test = self.filters(scope, (*path, "pick", "test"), table, spec.test)
+        comp = None if spec.component is None else (canonical_system(spec.component.system), spec.component.code)
+        return PickIR(events, spec.by, spec.time, spec.day, comp, spec.unit, test, spec.missing)
+
+    def _covered(self, scope: str, path: Path, node: CoveredDays) -> CondIR:
+        spec = node.covered_days
+        return CoveredDaysIR(self.events(scope, (*path, "covered_days", "from"), spec.from_), spec.window,
+                             spec.compare)
+
+    COND: dict[type, Callable[[_Compiler, str, Path, Any], CondIR]] = {
+        All: _all, Any_: _any, Not: _not, Ref: _ref, Exists: _exists, Count: _count, Age: _age,
+        Gender: _gender, Pick: _pick, CoveredDays: _covered,
+    }  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ measure
+    def compile(self) -> MeasurePlan:
+        m = self.r.measure
+        if m.basis != "patient":
+            self.err(MEASURE_SCOPE, ("basis",), "episode-based (encounter) measures are not compiled yet")
+        groups: list[GroupIR] = []
+        for gi, group in enumerate(m.groups):
+            gpath: Path = ("groups", gi)
+            pops = tuple(
+                (name, self.cond(MEASURE_SCOPE, (*gpath, "populations", name), cond))
+                for name, cond in group.populations.items()
+            )
+            strata = tuple(
+                (s.id, self.cond(MEASURE_SCOPE, (*gpath, "stratifiers", si, "criterion"), s.criterion))
+                for si, s in enumerate(group.stratifiers)
+            )
+            groups.append(GroupIR(group.id, pops, strata))
+        self.need("patient", "patient_id", "birth_date", "gender")
+        if "race" in m.supplemental:
+            self.need("patient", "race_omb", "race_detailed")
+        if "ethnicity" in m.supplemental:
+            self.need("patient", "ethnicity_omb", "ethnicity_detailed")
+        if "payer" in m.supplemental:
+            self.need("coverage", "patient_id", "type")
+        if self.problems:
+            raise self.error_class(self.problems)
+        return MeasurePlan(
+            measure_id=m.id,
+            version=m.version,
+            title=m.title,
+            scoring=m.scoring,
+            basis=m.basis,
+            improvement=m.improvement,
+            period_start=m.period.start,
+            period_end=m.period.end,
+            spec=f"{m.implements.library} {m.implements.version}"
+            + (f" ({m.implements.source})" if m.implements.source else ""),
+            defines=tuple((name, self.defines[name]) for name in self.order),
+            groups=tuple(groups),
+            supplemental=m.supplemental,
+            membership=tuple(sorted(self.membership)),
+            columns=tuple(sorted((t, tuple(sorted(c))) for t, c in self.columns.items())),
+            tag_columns=tuple(sorted(self.tags)),
+            valueset_versions=tuple(sorted(self.versions.items())),
+            source_hash=self.r.content_hash,
+        )
+
+    error_class: type[CompileError] = CompileError
+
+
+def compile_measure(resolved: ResolvedMeasure, valuesets: ValueSetLibrary) -> MeasurePlan:
+    """Compile a loaded measure against the value sets of this run; CompileError lists every problem."""
+    return _Compiler(resolved, valuesets).compile()

@@ -1,0 +1,226 @@
+"""evaluate(plans, source, config): the only place that collects.
+
+Two phases, following the measured lessons of DESIGN.md section 8:
+1. *Bind and tag*, shared by every plan: each table is scanned once for the union of the columns all plans need;
+   its codings are exploded once and joined against one (key, system, code) membership table holding every value
+   set of every plan; only rows some retrieve can match are kept. All tables are collected together.
+2. *Measure logic* over those small in-memory frames: each plan is lowered and all are collected together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import polars as pl
+
+from datasets.source import DataSource
+from engine.errors import EvaluationError
+from engine.lower import Bound, lower
+from engine.plan import MeasurePlan, NamedEventsIR, RelatedTest, RetrieveIR, UnionIR
+from engine.timeexpr import Period
+
+SUBJECT_COLUMNS = ("measure_id", "group_id", "patient_id")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What a run depends on besides data and definitions; nothing is read from the clock or environment.
+
+    ``period_*`` override each measure's default measurement period; ``tz_offset_min`` is the evaluation time
+    zone's offset (period boundaries are local midnights there); ``evaluated_at`` is recorded, never used as
+    "now"; ``streaming`` selects polars' streaming engine for the scan phase (batch) or the in-memory one (a
+    single patient, where start-up cost dominates).
+    """
+
+    period_start: date | None = None
+    period_end: date | None = None
+    tz_offset_min: int = 0
+    evaluated_at: datetime | None = None
+    streaming: bool = True
+
+    def period_for(self, plan: MeasurePlan) -> Period:
+        return Period(self.period_start or plan.period_start, self.period_end or plan.period_end,
+                      self.tz_offset_min)
+
+
+@dataclass
+class EvaluationResult:
+    """One row per subject x measure x group (``subjects``), and the plans and config that produced it."""
+
+    subjects: pl.DataFrame
+    plans: tuple[MeasurePlan, ...]
+    config: EvaluationConfig
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Requirements:
+    columns: dict[str, set[str]] = field(default_factory=dict)
+    tags: set[tuple[str, str]] = field(default_factory=set)
+    full: set[str] = field(default_factory=set)
+    membership: set[tuple[str, str, str]] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, plans: Iterable[MeasurePlan]) -> Requirements:
+        req = cls()
+        for plan in plans:
+            for table, cols in plan.columns:
+                req.columns.setdefault(table, set()).update(cols)
+            req.tags.update(plan.tag_columns)
+            req.membership.update(plan.membership)
+            req.full.update(_full_tables(plan))
+            if "payer" in plan.supplemental:
+                req.columns.setdefault("coverage", set()).update({"patient_id", "type"})
+                req.full.add("coverage")
+        if "observation_component" in req.columns:
+            req.full.add("observation_component")
+        for table in req.columns:
+            req.columns[table].add("patient_id")
+        return req
+
+
+def _full_tables(plan: MeasurePlan) -> set[str]:
+    """Tables some retrieve reads without a code restriction (all their rows must be bound)."""
+    found: set[str] = set()
+
+    def visit(node: object) -> None:
+        if isinstance(node, RetrieveIR):
+            if node.all_rows:
+                found.add(node.table)
+            for f in node.filters:
+                visit(f)
+        elif isinstance(node, UnionIR):
+            for p in node.parts:
+                visit(p)
+            for f in node.filters:
+                visit(f)
+        elif isinstance(node, NamedEventsIR):
+            for f in node.filters:
+                visit(f)
+        elif isinstance(node, RelatedTest):
+            visit(node.events)
+        elif hasattr(node, "__dataclass_fields__"):
+            for name in node.__dataclass_fields__:
+                value = getattr(node, name)
+                for item in value if isinstance(value, tuple) else (value,):
+                    if hasattr(item, "__dataclass_fields__"):
+                        visit(item)
+
+    for _, node in plan.defines:
+        visit(node)
+    for group in plan.groups:
+        for _, cond in (*group.populations, *group.stratifiers):
+            visit(cond)
+    return found
+
+
+def _tag_frame(base: pl.LazyFrame, column: str, membership: pl.LazyFrame) -> pl.LazyFrame:
+    """(_row, _key) for every row whose codings (or profiles) are in a membership key."""
+    if column == "profiles":
+        return (
+            base.select("_row", pl.col("profiles").explode().alias("_p"))
+            .drop_nulls("_p")
+            .select("_row", (pl.lit("profile:") + pl.col("_p")).alias("_key"))
+            .join(membership.select("_key").unique(), on="_key", how="semi")
+            .unique()
+        )
+    if base.collect_schema()[column] == pl.String:
+        # a single code column (encounter.class_code) paired with its system column when the table has one
+        system_column = column.removesuffix("_code") + "_system"
+        system = pl.col(system_column) if system_column in base.collect_schema() else pl.lit(None, pl.String)
+        coded = base.select("_row", system.alias("system"), pl.col(column).alias("code")).drop_nulls("code")
+        if system_column not in base.collect_schema():
+            return coded.join(membership.drop("system"), on="code").select("_row", "_key").unique()
+        return coded.join(membership, on=["system", "code"]).select("_row", "_key").unique()
+    return (
+        base.select("_row", pl.col(column).explode().alias("_c"))
+        .drop_nulls("_c")
+        .select("_row", pl.col("_c").struct.field("system"), pl.col("_c").struct.field("code"))
+        .join(membership, on=["system", "code"], how="inner")
+        .select("_row", "_key")
+        .unique()
+    )
+
+
+def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = True) -> Bound:
+    """Scan, tag and materialise what every plan needs (phase 1)."""
+    req = Requirements.of(plans)
+    membership_df = pl.DataFrame(
+        sorted(req.membership), schema={"_key": pl.String, "system": pl.String, "code": pl.String}, orient="row"
+    )
+    membership = membership_df.lazy()
+    names: list[tuple[str, object]] = []
+    frames: list[pl.LazyFrame] = []
+    for table in sorted(req.columns):
+        if table == "patient":
+            continue
+        base = source.scan(table, sorted(req.columns[table])).with_row_index("_row")
+        table_tags = [(t, c) for t, c in sorted(req.tags) if t == table]
+        tagged: list[pl.LazyFrame] = []
+        for _, column in table_tags:
+            tag = _tag_frame(base, column, membership)
+            names.append(("tag", (table, column)))
+            frames.append(tag)
+            tagged.append(tag.select("_row"))
+        if table in req.full or not tagged:
+            rows = base
+        else:
+            keep = pl.concat(tagged)
+            if "not_done_valueset" in req.columns[table]:
+                keep = pl.concat([keep, base.filter(pl.col("not_done_valueset").is_not_null()).select("_row")])
+            rows = base.join(keep.unique(), on="_row", how="semi")
+        names.append(("rows", table))
+        frames.append(rows)
+    patient_cols = sorted(req.columns.get("patient", {"patient_id"}) | {"patient_id", "gender", "birth_date"})
+    patients = source.scan("patient", patient_cols)
+    if "coverage" in req.full:
+        payer = (
+            source.scan("coverage", ["patient_id", "type"])
+            .select("patient_id", pl.col("type").explode().struct.field("code").alias("_c"))
+            .drop_nulls("_c")
+            .group_by("patient_id")
+            .agg(pl.col("_c").unique().sort().alias("_payer"))
+        )
+        patients = patients.join(payer, on="patient_id", how="left")
+    names.append(("patients", None))
+    frames.append(patients)
+    try:
+        collected = pl.collect_all(frames, engine="streaming" if streaming else "in-memory")
+    except pl.exceptions.PolarsError as exc:
+        raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
+    rows_map: dict[str, pl.LazyFrame] = {}
+    tags_map: dict[tuple[str, str], pl.LazyFrame] = {}
+    patients_lf = pl.LazyFrame()
+    for (kind, key), df in zip(names, collected, strict=True):
+        if kind == "tag":
+            assert isinstance(key, tuple)
+            tags_map[key] = df.lazy()
+        elif kind == "rows":
+            assert isinstance(key, str)
+            rows_map[key] = df.lazy()
+        else:
+            patients_lf = df.lazy()
+    code_keys: dict[str, set[str]] = {}
+    for key, system, code in req.membership:
+        code_keys.setdefault(key, set()).add(f"{system}|{code}")
+    return Bound(rows_map, tags_map, patients_lf, {k: frozenset(v) for k, v in code_keys.items()})
+
+
+def evaluate(
+    plans: Iterable[MeasurePlan], source: DataSource, config: EvaluationConfig | None = None
+) -> EvaluationResult:
+    """Evaluate every plan over the source: one row per subject x measure x group, populations as booleans."""
+    config = config or EvaluationConfig()
+    plan_list = tuple(plans)
+    if not plan_list:
+        raise EvaluationError("no measures to evaluate")
+    bound = bind(plan_list, source, streaming=config.streaming)
+    lazies = [lower(plan, bound, config.period_for(plan)) for plan in plan_list]
+    try:
+        parts = pl.collect_all(lazies, engine="in-memory")
+    except pl.exceptions.PolarsError as exc:
+        raise EvaluationError(f"evaluating measures failed: {exc.__class__.__name__}: {exc}") from exc
+    subjects = pl.concat(parts, how="diagonal_relaxed").sort(list(SUBJECT_COLUMNS))
+    return EvaluationResult(subjects, plan_list, config)

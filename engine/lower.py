@@ -1,0 +1,378 @@
+"""Lower a MeasurePlan to polars over bound frames: event sets become LazyFrames of rows, conditions become
+expressions over one subject frame (one row per patient) to which per-patient aggregates are joined.
+
+Nothing here collects; ``engine.evaluate`` decides when and how.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from definitions.model import Compare
+from engine import timeexpr
+from engine.plan import (
+    AgeIR,
+    AllIR,
+    AnyIR,
+    AttrTest,
+    CondIR,
+    CountIR,
+    CoveredDaysIR,
+    DefineIR,
+    EventsIR,
+    ExistsIR,
+    FilterIR,
+    GenderIR,
+    MeasurePlan,
+    NamedEventsIR,
+    NotIR,
+    PickIR,
+    RelatedTest,
+    RetrieveIR,
+    TimingTest,
+    UnionIR,
+    ValueTest,
+)
+from engine.populations import cascade
+from engine.units import CONVERSIONS, factor
+
+KEY = ["patient_id"]
+
+
+@dataclass
+class Bound:
+    """The frames a run binds: rows per table (with a ``_row`` id), tags per (table, code column), patients."""
+
+    rows: Mapping[str, pl.LazyFrame]
+    tags: Mapping[tuple[str, str], pl.LazyFrame]
+    patients: pl.LazyFrame
+    code_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)  # value-set URL -> "system|code"
+
+
+def compare(expr: pl.Expr, cmp: Compare) -> pl.Expr:
+    if cmp.op == "is_null":
+        return expr.is_null()
+    if cmp.op == "not_null":
+        return expr.is_not_null()
+    value = pl.lit(cmp.value)
+    return {"<": expr < value, "<=": expr <= value, ">": expr > value, ">=": expr >= value,
+            "==": expr == value, "!=": expr != value}[cmp.op]  # fmt: skip
+
+
+def converted(value: pl.Expr, unit: pl.Expr, target: str | None) -> pl.Expr:
+    """``value`` expressed in ``target`` (UCUM); null when the row's unit does not convert."""
+    if target is None:
+        return value
+    factors = {u: f for u in CONVERSIONS if (f := factor(u, target)) is not None}
+    factors[target] = 1.0
+    scale = pl.when(unit.is_null()).then(pl.lit(1.0)).otherwise(
+        unit.replace_strict(factors, default=None, return_dtype=pl.Float64)
+    )
+    return value * scale
+
+
+def _coding_keys(column: str) -> pl.Expr:
+    return pl.col(column).list.eval(
+        pl.element().struct.field("system") + pl.lit("|") + pl.element().struct.field("code")
+    )
+
+
+class Lowerer:
+    def __init__(self, plan: MeasurePlan, bound: Bound, period: timeexpr.Period) -> None:
+        self.plan = plan
+        self.bound = bound
+        self.period = period
+        self.named: dict[str, pl.LazyFrame] = {}
+        self.aggs: list[tuple[str, pl.LazyFrame, pl.Expr | None]] = []
+        self.defines = dict(plan.defines)
+        self._n = 0
+
+    def fresh(self, prefix: str) -> str:
+        self._n += 1
+        return f"_{prefix}{self._n}"
+
+    # ------------------------------------------------------------------------------------------ events
+    def events(self, node: EventsIR) -> pl.LazyFrame:
+        if isinstance(node, RetrieveIR):
+            frame = self.bound.rows[node.table]
+            if not node.all_rows:
+                tags = self.bound.tags[(node.table, node.code_column)]
+                matched = tags.filter(pl.col("_key").is_in(list(node.keys))).select("_row")
+                if node.negated_urls:
+                    negated = frame.filter(pl.col("not_done_valueset").is_in(list(node.negated_urls)))
+                    matched = pl.concat([matched, negated.select("_row")])
+                if any(k.startswith("profile:") for k in node.keys) and (node.table, "profiles") in self.bound.tags:
+                    profiled = self.bound.tags[(node.table, "profiles")].filter(
+                        pl.col("_key").is_in(list(node.keys))
+                    )
+                    matched = pl.concat([matched, profiled.select("_row")])
+                frame = frame.join(matched.unique(), on="_row", how="semi")
+            return self.apply(frame, node.filters)
+        if isinstance(node, UnionIR):
+            parts = [self.events(p) for p in node.parts]
+            frame = pl.concat(parts, how="diagonal_relaxed").unique(subset="_row", keep="first")
+            return self.apply(frame, node.filters)
+        base = self.named.get(node.name)
+        if base is None:
+            target = self.defines[node.name]
+            assert not isinstance(target, (AllIR, AnyIR, NotIR, DefineIR, ExistsIR, CountIR, AgeIR, GenderIR,
+                                           PickIR, CoveredDaysIR))
+            base = self.events(target)
+            self.named[node.name] = base
+        return self.apply(base, node.filters)
+
+    def apply(self, frame: pl.LazyFrame, filters: tuple[FilterIR, ...]) -> pl.LazyFrame:
+        for f in filters:
+            frame = self.filter(frame, f)
+        return frame
+
+    def filter(self, frame: pl.LazyFrame, node: FilterIR) -> pl.LazyFrame:
+        if isinstance(node, AttrTest):
+            return frame.filter(self.attr(node))
+        if isinstance(node, ValueTest):
+            if node.component is None:
+                return frame.filter(self.value_test(pl.col("value_quantity"), pl.col("value_unit"), node.compare))
+            with_comp = self.with_component(frame, node.component)
+            keep = with_comp.filter(self.value_test(pl.col("_cv"), pl.col("_cu"), node.compare))
+            return frame.join(keep.select("_row"), on="_row", how="semi")
+        if isinstance(node, TimingTest):
+            return frame.filter(timeexpr.relation(node.timing, self.period))
+        return self.related(frame, node)
+
+    def value_test(self, value: pl.Expr, unit: pl.Expr, cmp: Compare) -> pl.Expr:
+        if cmp.op in ("is_null", "not_null"):
+            return compare(value, cmp)
+        return compare(converted(value, unit, cmp.unit), cmp)
+
+    def attr(self, node: AttrTest) -> pl.Expr:
+        col = pl.col(node.column)
+        if node.kind == "in":
+            return col.is_in(list(node.values))
+        if node.kind == "not_in":
+            return col.is_in(list(node.values)).not_().fill_null(True)
+        if node.kind == "compare":
+            assert node.compare is not None
+            return compare(col, node.compare)
+        if node.kind == "is_true":
+            return col.fill_null(False) if node.flag else col.fill_null(False).not_()
+        if node.kind == "is_null":
+            return col.is_null() if node.flag else col.is_not_null()
+        if node.kind == "codes":
+            keys = [f"{s}|{c}" for s, c in node.codes]
+        else:
+            keys = sorted(self.bound.code_keys.get(node.values[0], frozenset()))
+        return _coding_keys(node.column).list.eval(pl.element().is_in(keys)).list.any()
+
+    def with_component(self, frame: pl.LazyFrame, component: tuple[str, str]) -> pl.LazyFrame:
+        """The frame's rows with ``_cv``/``_cu``: the value and unit of their first component with the code."""
+        comps = self.bound.rows["observation_component"]
+        key = f"{component[0]}|{component[1]}"
+        matched = (
+            comps.filter(_coding_keys("code").list.contains(key))
+            .sort("observation_id", "component_ix")
+            .unique(subset=["observation_id"], keep="first")
+            .select(pl.col("observation_id").alias("id"), pl.col("value_quantity").alias("_cv"),
+                    pl.col("value_unit").alias("_cu"))
+        )  # fmt: skip
+        return frame.join(matched, on="id", how="left")
+
+    def related(self, frame: pl.LazyFrame, node: RelatedTest) -> pl.LazyFrame:
+        other = self.events(node.events)
+        other = other.rename({c: f"{c}_o" for c in other.collect_schema().names() if c != "patient_id"})
+        joined = frame.join(other, on="patient_id", how="inner")
+        cond = pl.lit(True)
+        if node.link == "encounter":
+            cond = cond & (pl.col("encounter_id") == pl.col("id_o"))
+        elif node.link == "reverse_encounter":
+            cond = cond & (pl.col("encounter_id_o") == pl.col("id"))
+        if node.timing is not None:
+            cond = cond & timeexpr.relation(node.timing, self.period)
+        hits = joined.filter(cond).select("_row").unique()
+        return frame.join(hits, on="_row", how="anti" if node.negate else "semi")
+
+    # ------------------------------------------------------------------------------------------ aggregates
+    def agg(self, frame: pl.LazyFrame, default: pl.Expr | None) -> pl.Expr:
+        """Join a per-patient frame (patient_id + one column) to the subject frame; its column's expression."""
+        name = frame.collect_schema().names()[1]
+        self.aggs.append((name, frame, default))
+        col = pl.col(name)
+        return col if default is None else col.fill_null(default)
+
+    def exists(self, events: EventsIR) -> pl.Expr:
+        name = self.fresh("exists")
+        frame = self.events(events).select("patient_id").unique().with_columns(pl.lit(True).alias(name))
+        return self.agg(frame, pl.lit(False))
+
+    # ------------------------------------------------------------------------------------------ conditions
+    def cond(self, node: CondIR) -> pl.Expr:
+        if isinstance(node, AllIR):
+            out = self.cond(node.items[0])
+            for item in node.items[1:]:
+                out = out & self.cond(item)
+            return out
+        if isinstance(node, AnyIR):
+            out = self.cond(node.items[0])
+            for item in node.items[1:]:
+                out = out | self.cond(item)
+            return out
+        if isinstance(node, NotIR):
+            return self.cond(node.item).not_()
+        if isinstance(node, DefineIR):
+            target = self.defines[node.name]
+            if isinstance(target, (RetrieveIR, UnionIR, NamedEventsIR)):
+                return pl.col(define_column(node.name))
+            return pl.col(define_column(node.name))
+        if isinstance(node, ExistsIR):
+            return self.exists(node.events)
+        if isinstance(node, CountIR):
+            return self.count(node)
+        if isinstance(node, AgeIR):
+            return self.age(node)
+        if isinstance(node, GenderIR):
+            return pl.col("gender") == pl.lit(node.gender)
+        if isinstance(node, PickIR):
+            return self.pick(node)
+        return self.covered(node)
+
+    def count(self, node: CountIR) -> pl.Expr:
+        name = self.fresh("count")
+        rows = self.events(node.events)
+        if node.distinct == "days":
+            start = timeexpr.data_value(timeexpr.TimeRef(ref="this.start"), "day")
+            assert isinstance(start, timeexpr.Point)
+            rows = rows.select("patient_id", start.expr.alias("_d")).drop_nulls("_d")
+            frame = rows.group_by("patient_id").agg(pl.col("_d").n_unique().alias(name))
+        else:
+            frame = rows.group_by("patient_id").agg(pl.col("_row").n_unique().alias(name))
+        counted = self.agg(frame, pl.lit(0, dtype=pl.UInt32))
+        return compare(counted, node.compare)
+
+    def age(self, node: AgeIR) -> pl.Expr:
+        at = timeexpr.point_date(node.at, self.period)
+        birth = pl.col("birth_date")
+        before_birthday = (birth.dt.month() > at.month) | ((birth.dt.month() == at.month) & (birth.dt.day() > at.day))
+        if node.unit == "years":
+            age = pl.lit(at.year) - birth.dt.year() - before_birthday.cast(pl.Int32)
+        elif node.unit == "months":
+            age = (pl.lit(at.year) - birth.dt.year()) * 12 + pl.lit(at.month) - birth.dt.month() - (
+                birth.dt.day() > at.day).cast(pl.Int32)
+        else:
+            age = (pl.lit(at) - birth).dt.total_days()
+        out = pl.lit(True)
+        if node.min is not None:
+            out = out & (age >= node.min)
+        if node.max is not None:
+            out = out & (age <= node.max)
+        return pl.when(birth.is_null()).then(pl.lit(None, pl.Boolean)).otherwise(out)
+
+    def pick(self, node: PickIR) -> pl.Expr:
+        rows = self.events(node.events)
+        point = timeexpr.data_value(timeexpr.TimeRef(ref=f"this.{node.time}"), "instant")  # type: ignore[arg-type]
+        assert isinstance(point, timeexpr.Point)
+        rows = rows.with_columns(point.expr.alias("_t")).drop_nulls("_t")
+        if node.day is not None:
+            day = timeexpr.data_value(timeexpr.TimeRef(ref=f"this.{node.time}"), "day")  # type: ignore[arg-type]
+            assert isinstance(day, timeexpr.Point)
+            rows = rows.with_columns(day.expr.alias("_d"))
+            extreme = pl.col("_d").max() if node.day == "latest" else pl.col("_d").min()
+            rows = rows.filter(pl.col("_d") == extreme.over("patient_id"))
+        if node.by in ("latest", "earliest"):
+            ordered = rows.sort(["patient_id", "_t", "id"], descending=[False, node.by == "latest", False])
+        else:
+            if node.component is not None:
+                rows = self.with_component(rows, node.component)
+                value = converted(pl.col("_cv"), pl.col("_cu"), node.unit)
+            else:
+                value = converted(pl.col("value_quantity"), pl.col("value_unit"), node.unit)
+            rows = rows.with_columns(value.alias("_v"))
+            lowest = node.by == "lowest"
+            ordered = rows.sort(["patient_id", "_v", "id"], descending=[False, not lowest, False],
+                                nulls_last=[False, not lowest, False])
+        picked = ordered.unique(subset="patient_id", keep="first", maintain_order=True)
+        passed = self.apply(picked, node.test)
+        p_name, ok_name = self.fresh("picked"), self.fresh("passed")
+        has = self.agg(picked.select("patient_id").with_columns(pl.lit(True).alias(p_name)), pl.lit(False))
+        ok = self.agg(passed.select("patient_id").with_columns(pl.lit(True).alias(ok_name)), pl.lit(False))
+        return pl.when(has).then(ok).otherwise(pl.lit(node.missing))
+
+    def covered(self, node: CoveredDaysIR) -> pl.Expr:
+        name = self.fresh("covered")
+        window = timeexpr.resolve_target(node.window, self.period, "day")
+        assert isinstance(window, timeexpr.Span)
+        interval = timeexpr.data_value(timeexpr.TimeRef(ref="this"), "day")
+        assert isinstance(interval, timeexpr.Span)
+        rows = self.events(node.events).select(
+            "patient_id",
+            pl.max_horizontal(interval.lo, window.lo).alias("_lo"),
+            pl.min_horizontal(interval.hi, window.hi).alias("_hi"),
+        ).drop_nulls().filter(pl.col("_lo") <= pl.col("_hi"))
+        days = rows.select("patient_id", pl.date_ranges("_lo", "_hi").alias("_day")).explode("_day")
+        frame = days.group_by("patient_id").agg(pl.col("_day").n_unique().cast(pl.UInt32).alias(name))
+        return compare(self.agg(frame, pl.lit(0, dtype=pl.UInt32)), node.compare)
+
+    # ------------------------------------------------------------------------------------------ subjects
+    def subjects(self) -> pl.LazyFrame:
+        """One row per patient x group: populations after the cascade, strata, SDEs and true definitions."""
+        define_exprs: list[tuple[str, pl.Expr]] = []
+        for name, node in self.plan.defines:
+            if isinstance(node, (RetrieveIR, UnionIR, NamedEventsIR)):
+                expr = self.exists(NamedEventsIR(name, ()))
+            else:
+                expr = self.cond(node)
+            define_exprs.append((define_column(name), expr))
+        group_exprs = []
+        for group in self.plan.groups:
+            pops = {pop: self.cond(cond) for pop, cond in group.populations}
+            strata = [(sid, self.cond(cond)) for sid, cond in group.stratifiers]
+            group_exprs.append((group.id, pops, strata))
+        frame = self.bound.patients
+        for name, agg, _default in self.aggs:
+            frame = frame.join(agg, on="patient_id", how="left")
+        for column, expr in define_exprs:
+            frame = frame.with_columns(expr.alias(column))
+        true_defines = pl.concat_list(
+            [pl.when(pl.col(c).fill_null(False)).then(pl.lit(c.removeprefix("def:"))) for c, _ in define_exprs]
+            or [pl.lit(None, dtype=pl.String)]
+        ).list.drop_nulls()
+        sde = self.sde_columns()
+        outputs = []
+        for gid, pops, strata in group_exprs:
+            populations = cascade(self.plan.scoring, pops)
+            strata_list = pl.concat_list(
+                [pl.when(e.fill_null(False)).then(pl.lit(sid)) for sid, e in strata] or [pl.lit(None, pl.String)]
+            ).list.drop_nulls()
+            outputs.append(frame.select(
+                pl.lit(self.plan.measure_id).alias("measure_id"),
+                pl.lit(gid).alias("group_id"),
+                "patient_id",
+                *[e.alias(p) for p, e in populations.items()],
+                strata_list.alias("strata"),
+                *sde,
+                true_defines.alias("true_defines"),
+            ))  # fmt: skip
+        return pl.concat(outputs, how="vertical")
+
+    def sde_columns(self) -> list[pl.Expr]:
+        schema = self.bound.patients.collect_schema()
+        out = [pl.col("gender").alias("sde_sex")]
+        for name in ("race", "ethnicity"):
+            if f"{name}_omb" in schema:
+                out.append(pl.concat_list(pl.col(f"{name}_omb").fill_null([]), pl.col(f"{name}_detailed").fill_null([]))
+                           .list.unique(maintain_order=True).alias(f"sde_{name}"))
+            else:
+                out.append(pl.lit(None, pl.List(pl.String)).alias(f"sde_{name}"))
+        out.append(pl.col("_payer").alias("sde_payer") if "_payer" in schema
+                   else pl.lit(None, pl.List(pl.String)).alias("sde_payer"))
+        return out
+
+
+def define_column(name: str) -> str:
+    return f"def:{name}"
+
+
+def lower(plan: MeasurePlan, bound: Bound, period: timeexpr.Period) -> pl.LazyFrame:
+    """The plan's per-subject result over the bound frames (lazy)."""
+    return Lowerer(plan, bound, period).subjects()

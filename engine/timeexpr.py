@@ -1,0 +1,160 @@
+"""Time references and relations as polars expressions (docs/definition-language.md, section 4).
+
+A data row's side is named by a column suffix ("" for this row, "_o" for the other row of a ``with``). Null
+boundaries follow CQL: a closed null start is the beginning of time, a closed null end the end of time; both
+null is unknown. With day precision every value becomes its own local date first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import polars as pl
+
+from definitions.calendar import shift_date
+from definitions.model import Duration, Target, TimeRef, Timing, Window
+
+MIN_TS = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_TS = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+ACTIVE_STATUSES = ("active", "recurrence", "relapse")
+
+_POLARS_UNIT = {"year": "y", "month": "mo", "week": "w", "day": "d", "hour": "h", "minute": "m"}
+
+
+@dataclass(frozen=True)
+class Period:
+    """The measurement period in the evaluation time zone (local dates, both included)."""
+
+    start: date
+    end: date
+    tz_offset_min: int = 0
+
+    def local_start(self) -> datetime:
+        return datetime.combine(self.start, time(0, 0))
+
+    def local_end(self) -> datetime:
+        return datetime.combine(self.end, time(23, 59, 59, 999999))
+
+    def to_instant(self, local: datetime) -> datetime:
+        return (local - timedelta(minutes=self.tz_offset_min)).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Point:
+    expr: pl.Expr
+
+
+@dataclass(frozen=True)
+class Span:
+    lo: pl.Expr
+    hi: pl.Expr
+    closed: str = "[]"
+
+
+def _offset(expr: pl.Expr, duration: Duration | None) -> pl.Expr:
+    if duration is None:
+        return expr
+    return expr.dt.offset_by(f"{duration.amount}{_POLARS_UNIT[duration.unit]}")
+
+
+def _local_date(expr: pl.Expr, suffix: str) -> pl.Expr:
+    offset = pl.col(f"tz_offset_min{suffix}").fill_null(0).cast(pl.Int64)
+    return (expr + pl.duration(minutes=offset)).dt.date()
+
+
+def _data_bounds(side: str) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
+    start, end = pl.col(f"start{side}"), pl.col(f"end{side}")
+    unknown = start.is_null() & end.is_null()
+    lo = pl.when(unknown).then(None).otherwise(start.fill_null(MIN_TS))
+    hi = pl.when(unknown).then(None).otherwise(end.fill_null(MAX_TS))
+    return start, end, lo, hi
+
+
+def data_value(ref: TimeRef, precision: str) -> Point | Span:
+    """A ``this.*`` / ``other.*`` reference over the row's columns."""
+    side = "" if ref.ref.startswith("this") else "_o"
+    part = ref.ref.split(".", 1)[1] if "." in ref.ref else "interval"
+    if ref.month is not None or ref.day is not None:
+        raise ValueError(f"{ref.ref}: month/day can only be set on period points")
+    start, end, lo, hi = _data_bounds(side)
+
+    def conv(expr: pl.Expr) -> pl.Expr:
+        expr = _offset(expr, ref.offset)
+        return _local_date(expr, side) if precision == "day" else expr
+
+    if part == "interval":
+        return Span(conv(lo), conv(hi))
+    if part == "prevalence":
+        active = pl.col(f"clinical_status{side}").is_in(list(ACTIVE_STATUSES))
+        prev_hi = pl.when(active).then(end.fill_null(MAX_TS)).otherwise(end)
+        return Span(conv(start.fill_null(MIN_TS)), conv(prev_hi))
+    chosen = {"start": lo, "end": hi, "latest": pl.coalesce(end, start), "earliest": pl.coalesce(start, end)}[part]
+    return Point(conv(chosen))
+
+
+def period_point(ref: TimeRef, period: Period, precision: str) -> Point:
+    local = period.local_start() if ref.ref == "period.start" else period.local_end()
+    shifted = shift_date(local, ref)
+    if precision == "day":
+        return Point(pl.lit(shifted.date()))
+    return Point(pl.lit(period.to_instant(shifted), dtype=pl.Datetime("us", "UTC")))
+
+
+def resolve(ref: TimeRef, period: Period, precision: str) -> Point | Span:
+    if ref.ref == "period":
+        return Span(period_point(TimeRef(ref="period.start"), period, precision).expr,
+                    period_point(TimeRef(ref="period.end"), period, precision).expr)
+    if ref.ref.startswith("period."):
+        return period_point(ref, period, precision)
+    if ref.ref == "birth_date":
+        raise ValueError("birth_date is only usable in age conditions")
+    return data_value(ref, precision)
+
+
+def resolve_target(target: Target, period: Period, precision: str) -> Point | Span:
+    if isinstance(target, Window):
+        lo = resolve(target.start, period, precision)
+        hi = resolve(target.end, period, precision)
+        if not isinstance(lo, Point) or not isinstance(hi, Point):
+            raise ValueError("window ends must be points")
+        return Span(lo.expr, hi.expr, target.closed)
+    return resolve(target, period, precision)
+
+
+def _le(a: pl.Expr, b: pl.Expr, strict: bool) -> pl.Expr:
+    return a < b if strict else a <= b
+
+
+def relation(timing: Timing, period: Period) -> pl.Expr:
+    """The boolean (Kleene) expression of a timing relation over the row's columns."""
+    precision = "day" if timing.rel == "same_day" else timing.precision
+    left = resolve(timing.left, period, precision)
+    right = resolve_target(timing.right, period, precision)
+    rel = timing.rel
+    if rel in ("before", "after", "on_or_before", "on_or_after", "same_day"):
+        if not isinstance(left, Point) or not isinstance(right, Point):
+            raise ValueError(f"{rel} relates two points")
+        a, b = left.expr, right.expr
+        return {"before": a < b, "after": a > b, "on_or_before": a <= b, "on_or_after": a >= b,
+                "same_day": a == b}[rel]  # fmt: skip
+    if rel == "includes":
+        if not isinstance(left, Span):
+            raise ValueError("includes needs an interval on the left")
+        inner = right if isinstance(right, Span) else Span(right.expr, right.expr)
+        return _le(left.lo, inner.lo, left.closed[0] == "(") & _le(inner.hi, left.hi, left.closed[1] == ")")
+    if not isinstance(right, Span):
+        raise ValueError(f"{rel} needs an interval on the right")
+    open_lo, open_hi = right.closed[0] == "(", right.closed[1] == ")"
+    lspan = left if isinstance(left, Span) else Span(left.expr, left.expr)
+    if rel == "during":
+        return _le(right.lo, lspan.lo, open_lo) & _le(lspan.hi, right.hi, open_hi)
+    if rel == "overlaps":
+        return _le(lspan.lo, right.hi, open_hi) & _le(right.lo, lspan.hi, open_lo)
+    raise ValueError(f"unknown relation {rel}")
+
+
+def point_date(ref: TimeRef, period: Period) -> date:
+    """A period-relative point as a local date (ages, windows of covered days)."""
+    expr_point = shift_date(period.local_start() if ref.ref == "period.start" else period.local_end(), ref)
+    return expr_point.date()

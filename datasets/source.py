@@ -1,0 +1,169 @@
+"""The port the engine reads data through, and its two adapters (a Parquet lake, in-memory frames).
+
+Binding a source checks the schema of what it will read, so a bad file fails with the table, column and path
+before any evaluation starts, never half-way through a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import polars as pl
+
+from datasets import lake, storage
+from datasets.errors import DataContractError, ManifestError
+from datasets.schema import TABLE_NAMES, Mismatch, check_schema, conform, empty_frame, schema_of
+
+PARTITION_SCHEMA = {"bucket": pl.UInt16()}
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Where canonical tables come from. ``scan`` always returns the canonical columns and dtypes."""
+
+    def scan(self, table: str, columns: Sequence[str] | None = None) -> pl.LazyFrame: ...
+
+    def has_table(self, table: str) -> bool: ...
+
+
+def _projection(table: str, columns: Sequence[str] | None) -> list[str]:
+    """The columns to return, in the order asked; unknown names are a contract error, not a polars crash."""
+    schema = schema_of(table)
+    if columns is None:
+        return list(schema)
+    unknown = [Mismatch(table, c, "a canonical column", "requested") for c in columns if c not in schema]
+    if unknown:
+        raise DataContractError(unknown, where=f"scan({table!r})")
+    return list(columns)
+
+
+def _empty(table: str, columns: Sequence[str] | None) -> pl.LazyFrame:
+    return empty_frame(table).lazy().select(_projection(table, columns))
+
+
+class ParquetSource:
+    """A lake folder or ``s3://`` prefix, optionally limited to some buckets (one worker's shard).
+
+    Files are located from the manifest when there is one (no prefix listing, which is slow on S3), else by
+    listing ``<root>/<table>/bucket=NNNN/``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        buckets: Sequence[int] | None = None,
+        *,
+        validate: bool = True,
+        manifest: lake.Manifest | None = None,
+    ) -> None:
+        self.root = root
+        self.buckets = None if buckets is None else tuple(sorted(set(buckets)))
+        if manifest is None:
+            try:
+                manifest = lake.read_manifest(root)
+            except ManifestError:
+                if storage.exists(lake.manifest_path(root)):
+                    raise  # a manifest that exists but is bad is an error, not a reason to guess
+        self.manifest = manifest
+        self._files: dict[str, list[str]] = {t: self._locate(t) for t in TABLE_NAMES}
+        if validate:
+            self.validate()
+
+    @classmethod
+    def from_manifest(
+        cls, root: str, buckets: Sequence[int] | None = None, *, validate: bool = True
+    ) -> ParquetSource:
+        """Bind to a committed lake: the manifest must exist and be valid (n_buckets, hash, tables)."""
+        manifest = lake.read_manifest(root)
+        if buckets is not None:
+            outside = [b for b in buckets if not 0 <= b < manifest.n_buckets]
+            if outside:
+                raise ManifestError(f"{root}: buckets {outside} outside 0..{manifest.n_buckets - 1}")
+        return cls(root, buckets, validate=validate, manifest=manifest)
+
+    @property
+    def n_buckets(self) -> int | None:
+        return None if self.manifest is None else self.manifest.n_buckets
+
+    def _locate(self, table: str) -> list[str]:
+        if self.manifest is not None:
+            return [
+                lake.file_path(self.root, table, b)
+                for b in self.manifest.buckets_with_rows(table, self.buckets)
+            ]
+        found = storage.list_files(storage.join(self.root, table), ".parquet")
+        if self.buckets is None:
+            return found
+        wanted = {lake.bucket_dir(b) for b in self.buckets}
+        return [f for f in found if any(f"/{w}/" in f.replace("\\", "/") for w in wanted)]
+
+    def files(self, table: str) -> list[str]:
+        return list(self._files[table])
+
+    def validate(self) -> None:
+        """Check every selected file's schema (Parquet footer only); raise on the first bad file."""
+        for table, files in self._files.items():
+            for path in files:
+                problems, _ = lake.check_file(table, path)
+                if problems:
+                    raise DataContractError(problems, where=path)
+
+    def has_table(self, table: str) -> bool:
+        return bool(self._files.get(table))
+
+    def scan(self, table: str, columns: Sequence[str] | None = None) -> pl.LazyFrame:
+        files = self._files.get(table)
+        if files is None:
+            schema_of(table)  # raises the KeyError naming the known tables
+        if not files:
+            return _empty(table, columns)
+        lf = pl.scan_parquet(
+            files,
+            hive_partitioning=True,
+            hive_schema=PARTITION_SCHEMA,
+            storage_options=storage.storage_options(self.root),
+        )
+        return lf.select(_projection(table, columns))
+
+
+class FrameSource:
+    """In-memory canonical frames (the API's flattened Bundle, tests); missing columns are added as nulls."""
+
+    def __init__(self, frames: Mapping[str, pl.DataFrame]) -> None:
+        problems: list[Mismatch] = []
+        self._frames: dict[str, pl.DataFrame] = {}
+        for table, frame in frames.items():
+            if table not in TABLE_NAMES:
+                problems.append(Mismatch(table, "*", "a canonical table", "an unknown table"))
+                continue
+            extra = [c for c in frame.columns if c not in schema_of(table)]
+            wrong = check_schema(
+                table, frame.schema, require=tuple(c for c in frame.columns if c not in extra)
+            )
+            problems.extend(wrong)
+            problems.extend(Mismatch(table, c, "no such column", str(frame.schema[c])) for c in extra)
+            if not wrong and not extra:
+                self._frames[table] = conform(table, frame)
+        if problems:
+            raise DataContractError(problems, where="frames")
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[str, Iterable[Mapping[str, object]]]) -> FrameSource:
+        """Build from plain dicts (tests, examples): each table's rows typed by the canonical schema."""
+        frames = {}
+        for table, records in rows.items():
+            schema = schema_of(table)
+            records = list(records)
+            present = {k for r in records for k in r}
+            frames[table] = pl.DataFrame(records, schema={k: v for k, v in schema.items() if k in present})
+        return cls(frames)
+
+    def has_table(self, table: str) -> bool:
+        return table in self._frames and self._frames[table].height > 0
+
+    def scan(self, table: str, columns: Sequence[str] | None = None) -> pl.LazyFrame:
+        frame = self._frames.get(table)
+        if frame is None:
+            return _empty(table, columns)
+        return frame.lazy().select(_projection(table, columns))

@@ -120,7 +120,8 @@ def _tag_frame(base: pl.LazyFrame, column: str, membership: pl.LazyFrame) -> pl.
     """(_row, _key) for every row whose codings (or profiles) are in a membership key."""
     if column == "profiles":
         return (
-            base.select("_row", pl.col("profiles").explode().alias("_p"))
+            base.select("_row", pl.col("profiles").alias("_p"))
+            .explode("_p")
             .drop_nulls("_p")
             .select("_row", (pl.lit("profile:") + pl.col("_p")).alias("_key"))
             .join(membership.select("_key").unique(), on="_key", how="semi")
@@ -135,7 +136,8 @@ def _tag_frame(base: pl.LazyFrame, column: str, membership: pl.LazyFrame) -> pl.
             return coded.join(membership.drop("system"), on="code").select("_row", "_key").unique()
         return coded.join(membership, on=["system", "code"]).select("_row", "_key").unique()
     return (
-        base.select("_row", pl.col(column).explode().alias("_c"))
+        base.select("_row", pl.col(column).alias("_c"))
+        .explode("_c")
         .drop_nulls("_c")
         .select("_row", pl.col("_c").struct.field("system"), pl.col("_c").struct.field("code"))
         .join(membership, on=["system", "code"], how="inner")
@@ -178,7 +180,8 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     if "coverage" in req.full:
         payer = (
             source.scan("coverage", ["patient_id", "type"])
-            .select("patient_id", pl.col("type").explode().struct.field("code").alias("_c"))
+            .explode("type")
+            .select("patient_id", pl.col("type").struct.field("code").alias("_c"))
             .drop_nulls("_c")
             .group_by("patient_id")
             .agg(pl.col("_c").unique().sort().alias("_payer"))

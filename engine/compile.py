@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from datasets.schema import PRIMARY_CODE, TABLES
+from datasets.schema import CODES, PRIMARY_CODE, TABLES
 from definitions.model import (
+    CodeRef,
     Age,
     All,
     Any_,
@@ -58,6 +59,7 @@ from engine.plan import (
     UnionIR,
     ValueTest,
     code_key,
+    component_key,
 )
 from engine.systems import canonical_system
 
@@ -87,6 +89,7 @@ class _Compiler:
         self.membership: set[tuple[str, str, str]] = set()
         self.columns: dict[str, set[str]] = {}
         self.tags: set[tuple[str, str]] = set()
+        self.attr_tags: set[tuple[str, str]] = set()
         self.versions: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -228,7 +231,7 @@ class _Compiler:
             if node.component is not None:
                 self.need("observation_component", "observation_id", "component_ix", "code", "value_quantity",
                           "value_unit", "patient_id")
-            comp = None if node.component is None else (canonical_system(node.component.system), node.component.code)
+            comp = None if node.component is None else self.component(node.component)
             return ValueTest(node.value, comp)
         if isinstance(node, TimingFilter):
             self.timing_columns(table, node.timing)
@@ -247,6 +250,13 @@ class _Compiler:
             self.err(scope, path, f"{key} needs a timing or a link saying how the rows relate")
         return RelatedTest(events, node.timing, node.link, negate=isinstance(node, WithoutFilter))
 
+    def component(self, code: CodeRef) -> tuple[str, str]:
+        """A component code, matched through the bind-time tags of observation_component.code."""
+        system = canonical_system(code.system)
+        self.membership.add((component_key(system, code.code), system, code.code))
+        self.attr_tags.add(("observation_component", "code"))
+        return system, code.code
+
     def timing_columns(self, table: str, timing: Any) -> None:
         refs = [timing.left.ref]
         right = timing.right
@@ -263,12 +273,20 @@ class _Compiler:
             return AttrTest(column, "in", values=node.in_)
         if node.not_in is not None:
             return AttrTest(column, "not_in", values=node.not_in)
+        coded = TABLES[table].get(column) == CODES
         if node.codes is not None:
-            return AttrTest(column, "codes", codes=tuple(sorted((canonical_system(c.system), c.code)
-                                                                for c in node.codes)))
+            codes = tuple(sorted((canonical_system(c.system), c.code) for c in node.codes))
+            key = code_key(node.codes)
+            if coded:
+                self.membership.update((key, system, code) for system, code in codes)
+                self.attr_tags.add((table, column))
+            return AttrTest(column, "codes", codes=codes, table=table, tag_key=key if coded else "")
         if node.valueset is not None:
             url = self.valueset_url(scope, (*path, "valueset"), node.valueset)
-            return AttrTest(column, "valueset", values=(url or "",))
+            if coded and url:
+                self.attr_tags.add((table, column))
+            return AttrTest(column, "valueset", values=(url or "",), table=table,
+                            tag_key=url or "" if coded else "")
         if node.compare is not None:
             return AttrTest(column, "compare", compare=node.compare)
         if node.is_true is not None:
@@ -321,7 +339,7 @@ class _Compiler:
             self.need("observation_component", "observation_id", "component_ix", "code", "value_quantity",
                       "value_unit", "patient_id")
         test = self.filters(scope, (*path, "pick", "test"), table, spec.test)
-        comp = None if spec.component is None else (canonical_system(spec.component.system), spec.component.code)
+        comp = None if spec.component is None else self.component(spec.component)
         return PickIR(events, spec.by, spec.time, spec.day, comp, spec.unit, test, spec.missing)
 
     def _covered(self, scope: str, path: Path, node: CoveredDays) -> CondIR:
@@ -377,6 +395,7 @@ class _Compiler:
             membership=tuple(sorted(self.membership)),
             columns=tuple(sorted((t, tuple(sorted(c))) for t, c in self.columns.items())),
             tag_columns=tuple(sorted(self.tags)),
+            attr_tag_columns=tuple(sorted(self.attr_tags - self.tags)),
             valueset_versions=tuple(sorted(self.versions.items())),
             source_hash=self.r.content_hash,
         )

@@ -17,7 +17,7 @@ import polars as pl
 
 from datasets.source import DataSource
 from engine.errors import EvaluationError
-from engine.lower import Bound, lower
+from engine.lower import Bound, Lowerer, lower
 from engine.plan import MeasurePlan, NamedEventsIR, RelatedTest, RetrieveIR, UnionIR
 from engine.timeexpr import Period
 
@@ -39,6 +39,7 @@ class EvaluationConfig:
     tz_offset_min: int = 0
     evaluated_at: datetime | None = None
     streaming: bool = True
+    materialize_events: bool = True
 
     def period_for(self, plan: MeasurePlan) -> Period:
         return Period(self.period_start or plan.period_start, self.period_end or plan.period_end,
@@ -59,6 +60,7 @@ class EvaluationResult:
 class Requirements:
     columns: dict[str, set[str]] = field(default_factory=dict)
     tags: set[tuple[str, str]] = field(default_factory=set)
+    attr_tags: set[tuple[str, str]] = field(default_factory=set)
     full: set[str] = field(default_factory=set)
     membership: set[tuple[str, str, str]] = field(default_factory=set)
 
@@ -69,6 +71,7 @@ class Requirements:
             for table, cols in plan.columns:
                 req.columns.setdefault(table, set()).update(cols)
             req.tags.update(plan.tag_columns)
+            req.attr_tags.update(plan.attr_tag_columns)
             req.membership.update(plan.membership)
             req.full.update(_full_tables(plan))
             if "payer" in plan.supplemental:
@@ -173,8 +176,14 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
             if "not_done_valueset" in req.columns[table]:
                 keep = pl.concat([keep, base.filter(pl.col("not_done_valueset").is_not_null()).select("_row")])
             rows = base.join(keep.unique(), on="_row", how="semi")
+        attr_columns = sorted(c for t, c in req.attr_tags - req.tags if t == table)
+        for column in attr_columns:
+            names.append(("tag", (table, column)))
+            frames.append(_tag_frame(rows, column, membership))
+        # coding lists are answered by the tags from here on; carrying them through joins costs the most
+        tagged_columns = {c for _, c in table_tags} | set(attr_columns)
         names.append(("rows", table))
-        frames.append(rows)
+        frames.append(rows.drop([c for c in tagged_columns if c != "profiles"]))
     patient_cols = sorted(req.columns.get("patient", {"patient_id"}) | {"patient_id", "gender", "birth_date"})
     patients = source.scan("patient", patient_cols)
     if "coverage" in req.full:
@@ -211,6 +220,50 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     return Bound(rows_map, tags_map, patients_lf, {k: frozenset(v) for k, v in code_keys.items()})
 
 
+def _named_depth(node: object, plan_defines: dict[str, object], memo: dict[str, int]) -> int:
+    """How many named event sets are nested under ``node`` (0: none), so they materialise inner first."""
+    depth = 0
+
+    def visit(item: object) -> None:
+        nonlocal depth
+        if isinstance(item, NamedEventsIR):
+            if item.name not in memo:
+                memo[item.name] = 1 + _named_depth(plan_defines[item.name], plan_defines, memo)
+            depth = max(depth, memo[item.name])
+        if hasattr(item, "__dataclass_fields__"):
+            for name in item.__dataclass_fields__:
+                value = getattr(item, name)
+                for sub in value if isinstance(value, tuple) else (value,):
+                    visit(sub)
+
+    visit(node)
+    return depth
+
+
+def materialize_events(plans: Sequence[MeasurePlan], bound: Bound, config: EvaluationConfig) -> None:
+    """Collect every named event set once, shared across plans (libraries are included by many measures),
+    inner definitions first, so conditions read small in-memory frames instead of recomputing pipelines."""
+    layers: dict[int, dict[tuple[object, object], tuple[MeasurePlan, str]]] = {}
+    for plan in plans:
+        period = config.period_for(plan)
+        defines = dict(plan.defines)
+        memo: dict[str, int] = {}
+        for name, node in plan.defines:
+            if isinstance(node, (RetrieveIR, UnionIR, NamedEventsIR)):
+                key = (node, period)
+                if key not in bound.materialized:
+                    layers.setdefault(_named_depth(node, defines, memo), {}).setdefault(key, (plan, name))
+    for depth in sorted(layers):
+        items = list(layers[depth].items())
+        lazies = [Lowerer(plan, bound, config.period_for(plan)).events(key[0]) for key, (plan, _) in items]
+        try:
+            frames = pl.collect_all(lazies, engine="in-memory")
+        except pl.exceptions.PolarsError as exc:
+            raise EvaluationError(f"evaluating event sets failed: {exc.__class__.__name__}: {exc}") from exc
+        for (key, _), frame in zip(items, frames, strict=True):
+            bound.materialized[key] = frame.lazy()
+
+
 def evaluate(
     plans: Iterable[MeasurePlan], source: DataSource, config: EvaluationConfig | None = None
 ) -> EvaluationResult:
@@ -220,6 +273,8 @@ def evaluate(
     if not plan_list:
         raise EvaluationError("no measures to evaluate")
     bound = bind(plan_list, source, streaming=config.streaming)
+    if config.materialize_events:
+        materialize_events(plan_list, bound, config)
     lazies = [lower(plan, bound, config.period_for(plan)) for plan in plan_list]
     try:
         parts = pl.collect_all(lazies, engine="in-memory")

@@ -23,6 +23,8 @@ class AttrTest:
     codes: tuple[tuple[str, str], ...] = ()
     compare: Compare | None = None
     flag: bool | None = None
+    table: str = ""
+    tag_key: str = ""  # membership key when the test is answered by the bind-time tags of (table, column)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ class MeasurePlan:
     membership: tuple[tuple[str, str, str], ...] = field(repr=False)
     columns: tuple[tuple[str, tuple[str, ...]], ...]
     tag_columns: tuple[tuple[str, str], ...]
+    attr_tag_columns: tuple[tuple[str, str], ...] = ()
     valueset_versions: tuple[tuple[str, str], ...] = ()
     source_hash: str = ""
 
@@ -247,3 +250,8 @@ def code_key(codes: tuple[CodeRef, ...]) -> str:
     """The membership key of a literal code list (a value set without a URL)."""
     text = "|".join(sorted(f"{c.system}#{c.code}" for c in codes))
     return "codes:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def component_key(system: str, code: str) -> str:
+    """The membership key of one component code."""
+    return f"component:{system}|{code}"

@@ -1,0 +1,124 @@
+"""The shipped measure library, compiled in one call, and population counts from evaluated subjects.
+
+Notebooks, the CLI and the batch handlers all need "the measures, with the project's value sets, optionally
+overlaid by official expansions" and "counts and scores per measure x group x stratum"; this keeps one copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+import measures
+from definitions import ValueSetLibrary, load_fhir_valuesets, load_measure, load_valueset_yaml
+from engine.compile import compile_measure
+from engine.plan import MeasurePlan
+from engine.populations import FHIR_CODES
+
+log = logging.getLogger(__name__)
+
+# Population columns in report order; those a measure's scoring lacks are absent from ``subjects``.
+POPULATIONS: tuple[str, ...] = tuple(FHIR_CODES)
+SUMMARY_KEYS = ("measure_id", "group_id", "stratum")
+
+
+def _select_files(ids: Sequence[str] | None) -> list[Path]:
+    files = measures.measure_files()
+    if ids is None:
+        return files
+    by_stem = {f.stem.lower(): f for f in files}
+    wanted = [i.strip().lower() for i in ids if i.strip()]
+    unknown = [i for i in wanted if i not in by_stem]
+    if unknown:
+        raise ValueError(f"unknown measures {unknown}; the library has {sorted(by_stem)}")
+    return [by_stem[i] for i in sorted(set(wanted))]
+
+
+def load_valuesets(valuesets: str | Path | None = None) -> ValueSetLibrary:
+    """The project's synthetic value sets, overlaid by official expansions from ``valuesets`` when given."""
+    library = ValueSetLibrary()
+    for path in measures.valueset_files():
+        library = library.overlay(load_valueset_yaml(path))
+    if valuesets is not None:
+        official, problems = load_fhir_valuesets(Path(valuesets))
+        for problem in problems:
+            log.warning("value set refused: %s", problem)
+        library = library.overlay(official)
+    return library
+
+
+def load_library(
+    measures: Sequence[str] | None = None, valuesets: str | Path | None = None
+) -> list[MeasurePlan]:
+    """Compile the library's measures (all, or the named ids, case-insensitive), sorted by measure id."""
+    library = load_valuesets(valuesets)
+    plans = [compile_measure(load_measure(path), library) for path in _select_files(measures)]
+    return sorted(plans, key=lambda p: p.measure_id)
+
+
+def library_hash(plans: Sequence[MeasurePlan]) -> str:
+    """Order-independent hash of the compiled plans: a changed definition or value set changes it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for h in sorted(p.content_hash for p in plans):
+        digest.update(h.encode())
+    return digest.hexdigest()[:16]
+
+
+def count_frame(subjects: pl.DataFrame) -> pl.DataFrame:
+    """Exact population counts per measure x group x stratum (``stratum`` null = the whole group)."""
+    pops = [p for p in POPULATIONS if p in subjects.columns]
+    aggs = [pl.col(p).fill_null(False).cast(pl.Int64).sum().alias(p) for p in pops]
+    whole = (
+        subjects.group_by("measure_id", "group_id")
+        .agg(aggs)
+        .with_columns(pl.lit(None, pl.String).alias("stratum"))
+    )
+    frames = [whole]
+    if "strata" in subjects.columns:
+        exploded = subjects.explode("strata").filter(pl.col("strata").is_not_null())
+        frames.append(
+            exploded.group_by("measure_id", "group_id", pl.col("strata").alias("stratum")).agg(aggs)
+        )
+    out = pl.concat(frames, how="diagonal_relaxed")
+    missing = [pl.lit(0, pl.Int64).alias(p) for p in POPULATIONS if p not in out.columns]
+    out = out.with_columns(missing).with_columns(pl.col(p).fill_null(0) for p in POPULATIONS)
+    return out.select(*SUMMARY_KEYS, *POPULATIONS).sort(SUMMARY_KEYS, nulls_last=False)
+
+
+def score(counts: dict[str, int]) -> float | None:
+    """Proportion score; None when the denominator after exclusions and exceptions is zero."""
+    denominator = (
+        counts.get("denominator", 0)
+        - counts.get("denominator_exclusion", 0)
+        - counts.get("denominator_exception", 0)
+    )
+    if denominator <= 0:
+        return None
+    return (counts.get("numerator", 0) - counts.get("numerator_exclusion", 0)) / denominator
+
+
+def with_scores(counts: pl.DataFrame) -> pl.DataFrame:
+    """Add ``score`` to a count frame (rows as produced by ``count_frame``)."""
+    scores = [score(row) for row in counts.iter_rows(named=True)]
+    return counts.with_columns(pl.Series("score", scores, dtype=pl.Float64))
+
+
+def summarize(subjects: pl.DataFrame, plans: Sequence[MeasurePlan] | None = None) -> pl.DataFrame:
+    """Counts and score per measure x group (and stratum), for every group of ``plans`` even if empty."""
+    counts = count_frame(subjects)
+    if plans:
+        groups = pl.DataFrame(
+            [(p.measure_id, g.id) for p in plans for g in p.groups],
+            schema={"measure_id": pl.String, "group_id": pl.String},
+            orient="row",
+        ).with_columns(pl.lit(None, pl.String).alias("stratum"))
+        absent = groups.join(counts, on=["measure_id", "group_id"], how="anti")
+        if absent.height:
+            zeros = absent.with_columns(pl.lit(0, pl.Int64).alias(p) for p in POPULATIONS)
+            counts = pl.concat([counts, zeros], how="diagonal_relaxed").sort(SUMMARY_KEYS, nulls_last=False)
+    return with_scores(counts)

@@ -67,6 +67,8 @@ def _period_point(ref: TimeRef, start: date, end: date) -> date | None:
 
     if ref.ref not in ("period.start", "period.end"):
         return None
+    if ref.offset is not None and ref.offset.unit in ("hour", "minute"):
+        return None
     base = start if ref.ref == "period.start" else end
     return shift_date(base, ref)
 
@@ -120,8 +122,6 @@ class _Checker:
         elif isinstance(node, Retrieve):
             for vs in node.valuesets:
                 self.valueset(scope, (*path, "valueset"), vs)
-            if node.valueset is None and node.codes is None and node.profile is None:
-                self.err(scope, path, "a retrieve needs a valueset, codes or a profile")
             if node.status is not None:
                 rule = self.r.status_rule(node.status, scope)
                 if rule is None:

@@ -15,26 +15,34 @@ from definitions.resolved import ResolvedMeasure
 from definitions.source import SourceMap, read_yaml
 
 
+# Tags of the discriminated unions in definitions.model: pydantic puts them in error locations.
+_UNION_TAGS = frozenset({
+    "window", "ref", "attr", "value", "timing", "with", "without", "retrieve", "union", "events", "condition",
+    "all", "any", "not", "exists", "count", "age", "gender", "pick", "covered_days", "unknown",
+})  # fmt: skip
+
+
 def _source_path(loc: Sequence[str | int], data: Any, smap: SourceMap) -> list[str | int]:
     """Map a pydantic error location onto the author's data: drop union tags, undo the one-group sugar."""
-    if loc[:2] == ("groups", 0) and isinstance(data, dict) and "groups" not in data:
+    if tuple(loc[:2]) == ("groups", 0) and isinstance(data, dict) and "groups" not in data:
         loc = loc[2:]
     out: list[str | int] = []
     node = data
-    for part in loc:
-        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+    for i, part in enumerate(loc):
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
+        if isinstance(part, str) and part in _UNION_TAGS and (
+            not isinstance(node, dict) or part not in node or nxt == part
+        ):
+            continue
+        if isinstance(node, dict) and part in node:
             out.append(part)
             node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and part.rstrip("_") in node:
-            out.append(part.rstrip("_"))
-            node = node[part.rstrip("_")]
-        elif isinstance(node, dict) and isinstance(part, str) and part not in node and "." not in part:
-            # a missing field or a union tag: name it only if it is a field the author could add
-            if part[:1].islower() and part not in ("function-after", "function-before", "function-plain"):
-                out.append(part)
-                node = None
-        else:
-            continue
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and "[" not in part and "-" not in part:
+            out.append(part)  # a missing field: reported at its parent's position
+            node = None
     return out
 
 

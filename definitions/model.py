@@ -40,12 +40,16 @@ class Frozen(BaseModel):
 
 TimeAnchor = Literal[
     "period", "period.start", "period.end",
-    "this", "this.start", "this.end", "this.latest", "this.earliest", "this.prevalence",
-    "other", "other.start", "other.end", "other.latest", "other.earliest", "other.prevalence",
+    "this", "this.start", "this.end", "this.latest", "this.earliest", "this.prevalence", "this.supply",
+    "this.authored_on",
+    "other", "other.start", "other.end", "other.latest", "other.earliest", "other.prevalence", "other.supply",
+    "other.authored_on",
     "birth_date",
 ]  # fmt: skip
 
-INTERVAL_ANCHORS = frozenset({"period", "this", "this.prevalence", "other", "other.prevalence"})
+INTERVAL_ANCHORS = frozenset(
+    {"period", "this", "this.prevalence", "this.supply", "other", "other.prevalence", "other.supply"}
+)
 
 
 class Duration(Frozen):
@@ -209,7 +213,7 @@ class WithoutFilter(Frozen):
 
 def _filter_kind(value: Any) -> str:
     if isinstance(value, dict):
-        for key in ("attr", "value", "timing", "with", "without"):
+        for key in ("with", "without", "attr", "value", "timing"):
             if key in value:
                 return key
     elif isinstance(value, BaseModel):
@@ -436,6 +440,85 @@ PopulationName = Literal[
 ]  # fmt: skip
 
 
+class IfObs(Frozen):
+    """``{if: CONDITION, then: OBS, else: OBS}``: a value chosen by a condition on the subject (or episode)."""
+
+    if_: Condition = Field(alias="if")
+    then: ObsExpr
+    else_: ObsExpr = Field(alias="else")
+
+
+class SumObs(Frozen):
+    sum: tuple[ObsExpr, ...] = Field(min_length=1)
+
+
+class ProductObs(Frozen):
+    product: tuple[ObsExpr, ...] = Field(min_length=1)
+
+
+class RatioObs(Frozen):
+    """``{ratio: [a, b]}``: a / b, unknown when b is zero."""
+
+    ratio: tuple[ObsExpr, ObsExpr]
+
+
+class DurationObs(Frozen):
+    """Time between two points of the episode (``this.start``, ``this.end``...) in whole units."""
+
+    class Spec(Frozen):
+        from_: TimeRef = Field(alias="from")
+        to: TimeRef
+        unit: Literal["minutes", "hours", "days"] = "minutes"
+
+        @field_validator("from_", "to", mode="before")
+        @classmethod
+        def _point(cls, value: Any) -> Any:
+            return {"ref": value} if isinstance(value, str) else value
+
+    duration: Spec
+
+
+class CountObs(Frozen):
+    """The number of rows of an event set for the subject."""
+
+    count_of: EventSet
+
+
+def _obs_kind(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "number"
+    if isinstance(value, dict):
+        for key in ("if", "sum", "product", "ratio", "duration", "count_of"):
+            if key in value:
+                return key
+        return "unknown"
+    return {IfObs: "if", SumObs: "sum", ProductObs: "product", RatioObs: "ratio", DurationObs: "duration",
+            CountObs: "count_of"}.get(type(value), "unknown")  # fmt: skip
+
+
+ObsExpr = Annotated[
+    Annotated[float, Tag("number")]
+    | Annotated[IfObs, Tag("if")]
+    | Annotated[SumObs, Tag("sum")]
+    | Annotated[ProductObs, Tag("product")]
+    | Annotated[RatioObs, Tag("ratio")]
+    | Annotated[DurationObs, Tag("duration")]
+    | Annotated[CountObs, Tag("count_of")],
+    Discriminator(_obs_kind, custom_error_type="unknown_observation",
+                  custom_error_message="not an observation: expected a number, if, sum, product, ratio, "
+                  "duration or count_of"),
+]  # fmt: skip
+
+
+class Observation(Frozen):
+    """A measure observation: a value per member of ``population``, aggregated for the group's score."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    population: PopulationName
+    value: ObsExpr
+    aggregate: Literal["sum", "mean", "median", "min", "max", "count"] = "median"
+
+
 class Stratifier(Frozen):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
@@ -445,8 +528,9 @@ class Stratifier(Frozen):
 class Group(Frozen):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
-    populations: dict[PopulationName, Condition]
+    populations: dict[PopulationName, Definition]
     stratifiers: tuple[Stratifier, ...] = ()
+    observations: tuple[Observation, ...] = ()
 
 
 class StatusRule(Frozen):
@@ -521,5 +605,6 @@ class Measure(Frozen):
 
 
 for _model in (WithFilter, WithoutFilter, Retrieve, Union_, EventRef, All, Any_, Not, Count, Pick.Spec,
-               Pick, CoveredDays.Spec, CoveredDays, Group, Stratifier, Library, Measure):  # fmt: skip
+               Pick, CoveredDays.Spec, CoveredDays, IfObs, SumObs, ProductObs, RatioObs, CountObs, Observation,
+               Group, Stratifier, Library, Measure):  # fmt: skip
     _model.model_rebuild()

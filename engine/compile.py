@@ -12,6 +12,12 @@ from typing import Any
 
 from datasets.schema import CODES, PRIMARY_CODE, TABLES
 from definitions.model import (
+    CountObs,
+    DurationObs,
+    IfObs,
+    ProductObs,
+    RatioObs,
+    SumObs,
     CodeRef,
     Age,
     All,
@@ -36,6 +42,14 @@ from definitions.resolved import MEASURE_SCOPE, ResolvedMeasure, definition_kind
 from definitions.valuesets import ValueSetLibrary, canonical_url
 from engine.errors import CompileError, Diagnostic, MissingValueSetError
 from engine.plan import (
+    ArithObsIR,
+    CountObsIR,
+    DurationObsIR,
+    EpisodeIR,
+    IfObsIR,
+    NumberObsIR,
+    ObservationIR,
+    ObsIR,
     AgeIR,
     AllIR,
     AnyIR,
@@ -61,6 +75,7 @@ from engine.plan import (
     code_key,
     component_key,
 )
+from engine.supply import SUPPLY_COLUMNS
 from engine.systems import canonical_system
 
 Path = tuple[str | int, ...]
@@ -90,6 +105,7 @@ class _Compiler:
         self.columns: dict[str, set[str]] = {}
         self.tags: set[tuple[str, str]] = set()
         self.attr_tags: set[tuple[str, str]] = set()
+        self.supply: set[str] = set()
         self.versions: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -234,15 +250,15 @@ class _Compiler:
             comp = None if node.component is None else self.component(node.component)
             return ValueTest(node.value, comp)
         if isinstance(node, TimingFilter):
-            self.timing_columns(table, node.timing)
+            self.timing_columns(table, node.timing, "this", scope, path)
             return TimingTest(node.timing)
         assert isinstance(node, (WithFilter, WithoutFilter))
         other = node.with_ if isinstance(node, WithFilter) else node.without
         key = "with" if isinstance(node, WithFilter) else "without"
         events = self.events(scope, (*path, key), other)
         if node.timing is not None:
-            self.timing_columns(table, node.timing)
-            self.timing_columns(self.table_of(events), node.timing)
+            self.timing_columns(table, node.timing, "this", scope, path)
+            self.timing_columns(self.table_of(events), node.timing, "other", scope, path)
         if node.link is not None:
             self.need(table, "encounter_id", "id")
             self.need(self.table_of(events), "encounter_id", "id")
@@ -257,12 +273,27 @@ class _Compiler:
         self.attr_tags.add(("observation_component", "code"))
         return system, code.code
 
-    def timing_columns(self, table: str, timing: Any) -> None:
-        refs = [timing.left.ref]
+    def timing_columns(self, table: str, timing: Any, side: str = "this", scope: str = "", path: Path = ()) -> None:
+        """Columns (and derived intervals) a timing needs from the rows of ``table`` on ``side``."""
         right = timing.right
-        refs += [right.start.ref, right.end.ref] if hasattr(right, "start") else [right.ref]
-        if any(r.endswith("prevalence") for r in refs):
+        refs = [timing.left.ref, *([right.start.ref, right.end.ref] if hasattr(right, "start") else [right.ref])]
+        mine = [r for r in refs if r == side or r.startswith(side + ".")]
+        if any(r.endswith("prevalence") for r in mine):
+            if table != "condition":
+                self.err(scope, path, f"{side}.prevalence is defined for conditions, not {table}")
             self.need(table, "clinical_status")
+        if any(r.endswith("supply") for r in mine):
+            if table not in SUPPLY_COLUMNS:
+                self.err(scope, path, f"{side}.supply is defined for medication requests and dispenses, not {table}")
+            else:
+                self.need(table, *SUPPLY_COLUMNS[table])
+                self.supply.add(table)
+        if any(r.endswith("authored_on") for r in mine):
+            if "authored_on" not in TABLES[table]:
+                self.err(scope, path, f"table {table} has no authored_on")
+            self.need(table, "authored_on")
+        if "birth_date" in refs:
+            self.need("patient", "birth_date")
 
     def attr(self, scope: str, path: Path, table: str, node: AttrFilter) -> AttrTest:
         column = node.attr
@@ -338,14 +369,54 @@ class _Compiler:
         if spec.component is not None:
             self.need("observation_component", "observation_id", "component_ix", "code", "value_quantity",
                       "value_unit", "patient_id")
+        if spec.by in ("lowest", "highest") and spec.component is None and "value_quantity" not in TABLES[table]:
+            self.err(scope, (*path, "pick", "by"), f"{spec.by} orders by value, and {table} rows have none")
         test = self.filters(scope, (*path, "pick", "test"), table, spec.test)
         comp = None if spec.component is None else self.component(spec.component)
         return PickIR(events, spec.by, spec.time, spec.day, comp, spec.unit, test, spec.missing)
 
     def _covered(self, scope: str, path: Path, node: CoveredDays) -> CondIR:
         spec = node.covered_days
-        return CoveredDaysIR(self.events(scope, (*path, "covered_days", "from"), spec.from_), spec.window,
-                             spec.compare)
+        events = self.events(scope, (*path, "covered_days", "from"), spec.from_)
+        table = self.table_of(events)
+        use_supply = table in SUPPLY_COLUMNS
+        if use_supply:
+            self.need(table, *SUPPLY_COLUMNS[table])
+            self.supply.add(table)
+        return CoveredDaysIR(events, spec.window, spec.compare, use_supply)
+
+    def population(self, scope: str, path: Path, node: Any) -> CondIR:
+        """A population criterion: a condition, or an event set (its episodes / has one)."""
+        if isinstance(node, (Retrieve, Union_, EventRef)):
+            return EpisodeIR(self.events(scope, path, node))
+        return self.cond(scope, path, node)
+
+    def check_episodes(self, gpath: Path, pops: tuple[tuple[str, CondIR], ...]) -> None:
+        """Episode-based groups take their episodes from an encounter event set as initial population."""
+        ip = dict(pops).get("initial_population")
+        events: EventsIR | None = None
+        if isinstance(ip, EpisodeIR):
+            events = ip.events
+        elif isinstance(ip, DefineIR) and self.is_events_define(ip.name):
+            events = NamedEventsIR(ip.name, ())
+        if events is None or self.table_of(events) != "encounter":
+            self.err(MEASURE_SCOPE, (*gpath, "populations", "initial_population"),
+                     "an encounter-based measure's initial population is an event set of encounters")
+
+    def obs(self, scope: str, path: Path, node: Any) -> ObsIR:
+        if isinstance(node, (int, float)):
+            return NumberObsIR(float(node))
+        if isinstance(node, IfObs):
+            return IfObsIR(self.cond(scope, (*path, "if"), node.if_), self.obs(scope, (*path, "then"), node.then),
+                           self.obs(scope, (*path, "else"), node.else_))
+        if isinstance(node, (SumObs, ProductObs, RatioObs)):
+            op = "sum" if isinstance(node, SumObs) else "product" if isinstance(node, ProductObs) else "ratio"
+            items = getattr(node, op)
+            return ArithObsIR(op, tuple(self.obs(scope, (*path, op, i), x) for i, x in enumerate(items)))
+        if isinstance(node, DurationObs):
+            return DurationObsIR(node.duration.from_, node.duration.to, node.duration.unit)
+        assert isinstance(node, CountObs)
+        return CountObsIR(self.events(scope, (*path, "count_of"), node.count_of))
 
     COND: dict[type, Callable[[_Compiler, str, Path, Any], CondIR]] = {
         All: _all, Any_: _any, Not: _not, Ref: _ref, Exists: _exists, Count: _count, Age: _age,
@@ -355,20 +426,30 @@ class _Compiler:
     # ------------------------------------------------------------------------------------------ measure
     def compile(self) -> MeasurePlan:
         m = self.r.measure
-        if m.basis != "patient":
-            self.err(MEASURE_SCOPE, ("basis",), "episode-based (encounter) measures are not compiled yet")
         groups: list[GroupIR] = []
         for gi, group in enumerate(m.groups):
             gpath: Path = ("groups", gi)
             pops = tuple(
-                (name, self.cond(MEASURE_SCOPE, (*gpath, "populations", name), cond))
+                (name, self.population(MEASURE_SCOPE, (*gpath, "populations", name), cond))
                 for name, cond in group.populations.items()
             )
+            observations = tuple(
+                ObservationIR(o.id, o.population, self.obs(MEASURE_SCOPE, (*gpath, "observations", oi, "value"),
+                                                           o.value), o.aggregate)
+                for oi, o in enumerate(group.observations)
+            )
+            if m.basis == "encounter":
+                self.check_episodes(gpath, pops)
+            if m.scoring == "continuous_variable" and not any(
+                o.population == "measure_population" for o in observations
+            ):
+                self.err(MEASURE_SCOPE, (*gpath, "observations"), "continuous-variable scoring needs an "
+                         "observation of measure_population")
             strata = tuple(
                 (s.id, self.cond(MEASURE_SCOPE, (*gpath, "stratifiers", si, "criterion"), s.criterion))
                 for si, s in enumerate(group.stratifiers)
             )
-            groups.append(GroupIR(group.id, pops, strata))
+            groups.append(GroupIR(group.id, pops, strata, observations))
         self.need("patient", "patient_id", "birth_date", "gender")
         if "race" in m.supplemental:
             self.need("patient", "race_omb", "race_detailed")
@@ -396,6 +477,7 @@ class _Compiler:
             columns=tuple(sorted((t, tuple(sorted(c))) for t, c in self.columns.items())),
             tag_columns=tuple(sorted(self.tags)),
             attr_tag_columns=tuple(sorted(self.attr_tags - self.tags)),
+            supply_tables=tuple(sorted(self.supply)),
             valueset_versions=tuple(sorted(self.versions.items())),
             source_hash=self.r.content_hash,
         )

@@ -18,6 +18,7 @@ import polars as pl
 from datasets.source import DataSource
 from engine.errors import EvaluationError
 from engine.lower import Bound, Lowerer, lower
+from engine.supply import supply_columns
 from engine.plan import MeasurePlan, NamedEventsIR, RelatedTest, RetrieveIR, UnionIR
 from engine.timeexpr import Period
 
@@ -61,6 +62,7 @@ class Requirements:
     columns: dict[str, set[str]] = field(default_factory=dict)
     tags: set[tuple[str, str]] = field(default_factory=set)
     attr_tags: set[tuple[str, str]] = field(default_factory=set)
+    supply: set[str] = field(default_factory=set)
     full: set[str] = field(default_factory=set)
     membership: set[tuple[str, str, str]] = field(default_factory=set)
 
@@ -72,6 +74,7 @@ class Requirements:
                 req.columns.setdefault(table, set()).update(cols)
             req.tags.update(plan.tag_columns)
             req.attr_tags.update(plan.attr_tag_columns)
+            req.supply.update(plan.supply_tables)
             req.membership.update(plan.membership)
             req.full.update(_full_tables(plan))
             if "payer" in plan.supplemental:
@@ -182,8 +185,11 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
             frames.append(_tag_frame(rows, column, membership))
         # coding lists are answered by the tags from here on; carrying them through joins costs the most
         tagged_columns = {c for _, c in table_tags} | set(attr_columns)
+        rows = rows.drop([c for c in tagged_columns if c != "profiles"])
+        if table in req.supply:
+            rows = rows.with_columns(supply_columns(table))
         names.append(("rows", table))
-        frames.append(rows.drop([c for c in tagged_columns if c != "profiles"]))
+        frames.append(rows)
     patient_cols = sorted(req.columns.get("patient", {"patient_id"}) | {"patient_id", "gender", "birth_date"})
     patients = source.scan("patient", patient_cols)
     if "coverage" in req.full:

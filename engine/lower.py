@@ -143,8 +143,15 @@ class Lowerer:
             keep = with_comp.filter(self.value_test(pl.col("_cv"), pl.col("_cu"), node.compare))
             return frame.join(keep.select("_row"), on="_row", how="semi")
         if isinstance(node, TimingTest):
-            return frame.filter(timeexpr.relation(node.timing, self.period))
+            return self.with_birth_date(frame, node.timing).filter(timeexpr.relation(node.timing, self.period))
         return self.related(frame, node)
+
+    def with_birth_date(self, frame: pl.LazyFrame, timing: object) -> pl.LazyFrame:
+        """Timings relative to birth need the patient's birth date beside each row."""
+        if "birth_date" not in repr(timing) or "birth_date" in frame.collect_schema().names():
+            return frame
+        births = self.bound.patients.select("patient_id", "birth_date")
+        return frame.join(births, on="patient_id", how="left")
 
     def value_test(self, value: pl.Expr, unit: pl.Expr, cmp: Compare) -> pl.Expr:
         if cmp.op in ("is_null", "not_null"):
@@ -206,6 +213,7 @@ class Lowerer:
         elif node.link == "reverse_encounter":
             cond = cond & (pl.col("encounter_id_o") == pl.col("id"))
         if node.timing is not None:
+            joined = self.with_birth_date(joined, node.timing)
             cond = cond & timeexpr.relation(node.timing, self.period)
         hits = joined.filter(cond).select("_row").unique()
         return frame.join(hits, on="_row", how="anti" if node.negate else "semi")
@@ -258,9 +266,8 @@ class Lowerer:
         name = self.fresh("count")
         rows = self.events(node.events)
         if node.distinct == "days":
-            start = timeexpr.data_value(timeexpr.TimeRef(ref="this.start"), "day")
-            assert isinstance(start, timeexpr.Point)
-            rows = rows.select("patient_id", start.expr.alias("_d")).drop_nulls("_d")
+            day = (pl.col("start") + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0).cast(pl.Int64)))
+            rows = rows.select("patient_id", day.dt.date().alias("_d")).drop_nulls("_d")
             frame = rows.group_by("patient_id").agg(pl.col("_d").n_unique().alias(name))
         else:
             frame = rows.group_by("patient_id").agg(pl.col("_row").n_unique().alias(name))
@@ -289,7 +296,7 @@ class Lowerer:
         rows = self.events(node.events)
         point = timeexpr.data_value(timeexpr.TimeRef(ref=f"this.{node.time}"), "instant")  # type: ignore[arg-type]
         assert isinstance(point, timeexpr.Point)
-        rows = rows.with_columns(point.expr.alias("_t")).drop_nulls("_t")
+        rows = rows.with_columns(point.expr.alias("_t"))
         if node.day is not None:
             day = timeexpr.data_value(timeexpr.TimeRef(ref=f"this.{node.time}"), "day")  # type: ignore[arg-type]
             assert isinstance(day, timeexpr.Point)
@@ -297,18 +304,18 @@ class Lowerer:
             extreme = pl.col("_d").max() if node.day == "latest" else pl.col("_d").min()
             rows = rows.filter(pl.col("_d") == extreme.over("patient_id"))
         if node.by in ("latest", "earliest"):
-            ordered = rows.sort(["patient_id", "_t", "id"], descending=[False, node.by == "latest", False])
+            key = pl.col("_t")
         else:
             if node.component is not None:
                 rows = self.with_component(rows, node.component)
-                value = converted(pl.col("_cv"), pl.col("_cu"), node.unit)
+                key = converted(pl.col("_cv"), pl.col("_cu"), node.unit)
             else:
-                value = converted(pl.col("value_quantity"), pl.col("value_unit"), node.unit)
-            rows = rows.with_columns(value.alias("_v"))
-            lowest = node.by == "lowest"
-            ordered = rows.sort(["patient_id", "_v", "id"], descending=[False, not lowest, False],
-                                nulls_last=[False, not lowest, False])
-        picked = ordered.unique(subset="patient_id", keep="first", maintain_order=True)
+                key = converted(pl.col("value_quantity"), pl.col("value_unit"), node.unit)
+        # one ascending order as CQL sorts (unknown first, then the key, ties by row id): earliest/lowest take
+        # the first row, latest/highest the last
+        ordered = rows.with_columns(key.alias("_k")).sort(["patient_id", "_k", "id"], nulls_last=False)
+        keep = "first" if node.by in ("earliest", "lowest") else "last"
+        picked = ordered.unique(subset="patient_id", keep=keep, maintain_order=True)
         passed = self.apply(picked, node.test)
         p_name, ok_name = self.fresh("picked"), self.fresh("passed")
         has = self.agg(picked.select("patient_id").with_columns(pl.lit(True).alias(p_name)), pl.lit(False))
@@ -319,7 +326,7 @@ class Lowerer:
         name = self.fresh("covered")
         window = timeexpr.resolve_target(node.window, self.period, "day")
         assert isinstance(window, timeexpr.Span)
-        interval = timeexpr.data_value(timeexpr.TimeRef(ref="this"), "day")
+        interval = timeexpr.data_value(timeexpr.TimeRef(ref="this.supply" if node.use_supply else "this"), "day")
         assert isinstance(interval, timeexpr.Span)
         rows = self.events(node.events).select(
             "patient_id",

@@ -144,9 +144,63 @@ class CoveredDaysIR:
     events: EventsIR
     window: Target
     compare: Compare
+    use_supply: bool = False
 
 
-CondIR = AllIR | AnyIR | NotIR | DefineIR | ExistsIR | CountIR | AgeIR | GenderIR | PickIR | CoveredDaysIR
+@dataclass(frozen=True)
+class EpisodeIR:
+    """The subject is in this event set: for episode-based measures the episode is one of its rows; for
+    patient-based ones, the patient has one."""
+
+    events: EventsIR
+
+
+CondIR = (
+    AllIR | AnyIR | NotIR | DefineIR | ExistsIR | CountIR | AgeIR | GenderIR | PickIR | CoveredDaysIR | EpisodeIR
+)
+
+# ------------------------------------------------------------------------------------------------ observations
+
+
+@dataclass(frozen=True)
+class NumberObsIR:
+    value: float
+
+
+@dataclass(frozen=True)
+class IfObsIR:
+    cond: CondIR
+    then: ObsIR
+    otherwise: ObsIR
+
+
+@dataclass(frozen=True)
+class ArithObsIR:
+    op: Literal["sum", "product", "ratio"]
+    items: tuple[ObsIR, ...]
+
+
+@dataclass(frozen=True)
+class DurationObsIR:
+    start: TimeRef
+    end: TimeRef
+    unit: str
+
+
+@dataclass(frozen=True)
+class CountObsIR:
+    events: EventsIR
+
+
+ObsIR = NumberObsIR | IfObsIR | ArithObsIR | DurationObsIR | CountObsIR
+
+
+@dataclass(frozen=True)
+class ObservationIR:
+    id: str
+    population: str
+    value: ObsIR
+    aggregate: str
 
 
 @dataclass(frozen=True)
@@ -154,6 +208,7 @@ class GroupIR:
     id: str
     populations: tuple[tuple[str, CondIR], ...]
     stratifiers: tuple[tuple[str, CondIR], ...]
+    observations: tuple[ObservationIR, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +232,7 @@ class MeasurePlan:
     columns: tuple[tuple[str, tuple[str, ...]], ...]
     tag_columns: tuple[tuple[str, str], ...]
     attr_tag_columns: tuple[tuple[str, str], ...] = ()
+    supply_tables: tuple[str, ...] = ()
     valueset_versions: tuple[tuple[str, str], ...] = ()
     source_hash: str = ""
 
@@ -214,6 +270,9 @@ class MeasurePlan:
             for sid, cond in group.stratifiers:
                 lines.append(f"    stratifier {sid} =")
                 lines += _render(cond, 6)
+            for obs in group.observations:
+                lines.append(f"    observation {obs.id} of {obs.population} ({obs.aggregate}) =")
+                lines += _render(obs.value, 6)
         return "\n".join(lines) + "\n"
 
 

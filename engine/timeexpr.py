@@ -63,28 +63,38 @@ def _local_date(expr: pl.Expr, suffix: str) -> pl.Expr:
     return (expr + pl.duration(minutes=offset)).dt.date()
 
 
-def _data_bounds(side: str) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
-    start, end = pl.col(f"start{side}"), pl.col(f"end{side}")
-    unknown = start.is_null() & end.is_null()
-    lo = pl.when(unknown).then(None).otherwise(start.fill_null(MIN_TS))
-    hi = pl.when(unknown).then(None).otherwise(end.fill_null(MAX_TS))
-    return start, end, lo, hi
-
-
 def data_value(ref: TimeRef, precision: str) -> Point | Span:
-    """A ``this.*`` / ``other.*`` reference over the row's columns."""
+    """A ``this.*`` / ``other.*`` reference over the row's columns.
+
+    Offsets shift the recorded values; the beginning and end of time that stand for closed null boundaries
+    do not move (they are substituted after shifting).
+    """
     side = "" if ref.ref.startswith("this") else "_o"
     part = ref.ref.split(".", 1)[1] if "." in ref.ref else "interval"
     if ref.month is not None or ref.day is not None:
         raise ValueError(f"{ref.ref}: month/day can only be set on period points")
-    start, end, lo, hi = _data_bounds(side)
+    raw_start, raw_end = pl.col(f"start{side}"), pl.col(f"end{side}")
+    start, end = _offset(raw_start, ref.offset), _offset(raw_end, ref.offset)
+    unknown = raw_start.is_null() & raw_end.is_null()
+    lo = pl.when(unknown).then(None).otherwise(start.fill_null(MIN_TS))
+    hi = pl.when(unknown).then(None).otherwise(end.fill_null(MAX_TS))
 
     def conv(expr: pl.Expr) -> pl.Expr:
-        expr = _offset(expr, ref.offset)
         return _local_date(expr, side) if precision == "day" else expr
 
     if part == "interval":
         return Span(conv(lo), conv(hi))
+    if part == "supply":
+        first, last = pl.col(f"_supply_start{side}"), pl.col(f"_supply_end{side}")
+        if precision == "day":
+            return Span(_offset(first, ref.offset), _offset(last, ref.offset))
+        start_ts = first.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        end_ts = last.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").dt.offset_by("1d") - pl.duration(
+            microseconds=1
+        )
+        return Span(_offset(start_ts, ref.offset), _offset(end_ts, ref.offset))
+    if part == "authored_on":
+        return Point(conv(_offset(pl.col(f"authored_on{side}"), ref.offset)))
     if part == "prevalence":
         active = pl.col(f"clinical_status{side}").is_in(list(ACTIVE_STATUSES))
         prev_hi = pl.when(active).then(end.fill_null(MAX_TS)).otherwise(end)
@@ -108,7 +118,10 @@ def resolve(ref: TimeRef, period: Period, precision: str) -> Point | Span:
     if ref.ref.startswith("period."):
         return period_point(ref, period, precision)
     if ref.ref == "birth_date":
-        raise ValueError("birth_date is only usable in age conditions")
+        birth = pl.col("birth_date")
+        if precision == "day":
+            return Point(_offset(birth, ref.offset))
+        return Point(_offset(birth.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"), ref.offset))
     return data_value(ref, precision)
 
 

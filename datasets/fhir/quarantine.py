@@ -1,0 +1,28 @@
+"""The quarantine: every record refused, with its reason: ``<lake>/_quarantine/rejected.parquet``.
+
+Rows carry ids only (source, resource type, resource id, patient id) and a fixed reason text: no PHI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from datasets.fhir.flatten import REJECTED_SCHEMA
+
+QUARANTINE_DIR = "_quarantine"
+REJECTED_FILE = "rejected.parquet"
+
+
+def write_rejected(root: Path, rejected: pl.DataFrame) -> Path:
+    """Write the quarantine file (always, even empty, so "nothing rejected" is visible too)."""
+    path = root / QUARANTINE_DIR / REJECTED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rejected.select(list(REJECTED_SCHEMA)).cast(REJECTED_SCHEMA).write_parquet(path)
+    return path
+
+
+def summary(rejected: pl.DataFrame) -> pl.DataFrame:
+    """Counts per (resource_type, reason), for the console."""
+    return rejected.group_by("resource_type", "reason").len().sort("len", descending=True)

@@ -1,0 +1,476 @@
+"""The reference interpreter: the definition language evaluated one patient at a time, in plain Python.
+
+It is the test oracle of the vectorized compiler, so it is written from ``docs/definition-language.md`` and
+the models alone, as directly as the spec reads: an event set is a list of row dicts, a condition is
+``True``/``False``/``None`` (unknown, Kleene logic), and a population is true only when its condition is
+``True``. Slow and obvious on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from datasets.schema import PRIMARY_CODE
+from definitions.model import (
+    Age,
+    All,
+    Any_,
+    AttrFilter,
+    Count,
+    CoveredDays,
+    EventRef,
+    Exists,
+    Gender,
+    Group,
+    Measure,
+    Not,
+    Pick,
+    Ref,
+    Retrieve,
+    TimeRef,
+    TimingFilter,
+    Union_,
+    ValueFilter,
+    WithFilter,
+    WithoutFilter,
+)
+from definitions.resolved import MEASURE_SCOPE, ResolvedMeasure, definition_kind
+from definitions.valuesets import ValueSetLibrary
+from engine.reference_rows import (
+    cell_matches,
+    code_refs,
+    compare_number,
+    convert,
+    not_done_matches,
+    profile_matches,
+    quantity,
+    value_source,
+)
+from engine.reference_time import (
+    BOT,
+    EOT,
+    Interval,
+    Point,
+    TimeContext,
+    k_and,
+    k_not,
+    k_or,
+    local_date,
+    resolve,
+    row_offset,
+    timing_holds,
+    utc,
+    window,
+)
+
+PROPORTION = (
+    "initial_population", "denominator", "denominator_exclusion", "denominator_exception", "numerator",
+    "numerator_exclusion",
+)  # fmt: skip
+CONTINUOUS = ("measure_population", "measure_population_exclusion")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    period_start: date
+    period_end: date
+    tz_offset_min: int = 0  # evaluation time zone for period boundaries
+
+
+@dataclass(frozen=True)
+class PatientResult:
+    """Populations per group after the cascade, strata per group, every define evaluated (explanations)."""
+
+    patient_id: str
+    groups: dict[str, dict[str, bool]]
+    strata: dict[str, dict[str, bool]] = field(default_factory=dict)
+    defines: dict[str, bool | int | None] = field(default_factory=dict)
+
+
+class MissingExpansionError(KeyError):
+    """A value set the measure uses has no expansion loaded: naming the URL beats a silent empty match."""
+
+    def __str__(self) -> str:
+        return f"no expansion loaded for value set {self.args[0]}"
+
+
+@dataclass(frozen=True)
+class EventSetValue:
+    table: str
+    rows: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class _Picked:
+    """The pick's chosen row and its value (what a component-less value test in ``test`` sees)."""
+
+    row: dict[str, Any]
+    value: float | None
+    unit: str | None
+
+
+class _Evaluator:
+    def __init__(
+        self,
+        resolved: ResolvedMeasure,
+        valuesets: ValueSetLibrary,
+        patient: dict[str, Any],
+        tables: dict[str, list[dict[str, Any]]],
+        config: ReferenceConfig,
+    ) -> None:
+        self.r = resolved
+        self.valuesets = valuesets
+        self.patient = patient
+        self.pid = patient["patient_id"]
+        self.tables = {
+            name: [row for row in rows if row.get("patient_id") == self.pid] for name, rows in tables.items()
+        }
+        self.components: dict[str, list[dict[str, Any]]] = {}
+        for comp in self.tables.get("observation_component", []):
+            self.components.setdefault(str(comp.get("observation_id")), []).append(comp)
+        self.ctx = TimeContext(
+            config.period_start, config.period_end, config.tz_offset_min, patient.get("birth_date")
+        )
+        self.cache: dict[tuple[str, str], EventSetValue | bool | None] = {}
+
+    # ----------------------------------------------------------------------------------- names
+
+    def qualified(self, scope: str, name: str) -> str:
+        return name if scope == MEASURE_SCOPE else f"{scope}.{name}"
+
+    def define(self, name: str, scope: str) -> EventSetValue | bool | None:
+        found = self.r.define(name, scope)
+        if found is None:
+            raise KeyError(f"unknown definition {name!r} in scope {scope or '<measure>'}")
+        key = (found.scope, found.name)
+        if key not in self.cache:
+            if definition_kind(found.value) == "events":
+                self.cache[key] = self.events(found.value, found.scope)
+            else:
+                self.cache[key] = self.cond(found.value, found.scope)
+        return self.cache[key]
+
+    def valueset_codes(self, name: str, scope: str) -> tuple[str, frozenset[tuple[str, str]]]:
+        found = self.r.valueset(name, scope)
+        if found is None:
+            raise KeyError(f"unknown value set {name!r} in scope {scope or '<measure>'}")
+        url = str(found.value)
+        if url not in self.valuesets:
+            raise MissingExpansionError(url)
+        return url, self.valuesets[url].codes
+
+    # ----------------------------------------------------------------------------------- event sets
+
+    def events(self, node: Any, scope: str) -> EventSetValue:
+        if isinstance(node, Retrieve):
+            return self.retrieve(node, scope)
+        if isinstance(node, Union_):
+            parts = [self.events(part, scope) for part in node.union]
+            tables = {p.table for p in parts}
+            if len(tables) != 1:
+                raise ValueError(f"a union mixes tables {sorted(tables)}")
+            seen: set[int] = set()
+            rows: list[dict[str, Any]] = []
+            for part in parts:
+                for row in part.rows:
+                    if id(row) not in seen:
+                        seen.add(id(row))
+                        rows.append(row)
+            return self.narrow(EventSetValue(parts[0].table, tuple(rows)), node.where, scope)
+        if isinstance(node, EventRef):
+            value = self.define(node.events, scope)
+            if not isinstance(value, EventSetValue):
+                raise ValueError(f"{node.events!r} is a condition, not an event set")
+            return self.narrow(value, node.where, scope)
+        raise TypeError(f"not an event set: {node!r}")
+
+    def retrieve(self, node: Retrieve, scope: str) -> EventSetValue:
+        table = node.from_
+        column = node.code_path or PRIMARY_CODE[table]
+        vs = [self.valueset_codes(name, scope) for name in node.valuesets]
+        vs_codes = set().union(*(codes for _, codes in vs)) if vs else set()
+        rows: list[dict[str, Any]] = []
+        restricted = bool(vs) or node.codes is not None or node.profile is not None
+        for row in self.tables.get(table, []):
+            # a row matches when any of the retrieve's value sets, codes or profile does (spec section 3)
+            if restricted and not (
+                (vs and cell_matches(row.get(column), vs_codes))
+                or (vs and node.negated and not_done_matches(row, [url for url, _ in vs]))
+                or (node.codes is not None and cell_matches(row.get(column), code_refs(node.codes)))
+                or (node.profile is not None and profile_matches(row, column, node.profile))
+            ):
+                continue
+            rows.append(row)
+        result = EventSetValue(table, tuple(rows))
+        if node.status is not None:
+            rule = self.r.status_rule(node.status, scope)
+            if rule is None:
+                raise KeyError(f"unknown status rule {node.status!r}")
+            result = self.narrow(result, rule.value.where, rule.scope)
+        return self.narrow(result, node.where, scope)
+
+    def narrow(self, value: EventSetValue, filters: tuple[Any, ...], scope: str) -> EventSetValue:
+        rows = [row for row in value.rows if all(self.keeps(f, row, value.table, scope) for f in filters)]
+        return EventSetValue(value.table, tuple(rows))
+
+    # ----------------------------------------------------------------------------------- filters
+
+    def keeps(
+        self, node: Any, row: dict[str, Any], table: str, scope: str, picked: _Picked | None = None
+    ) -> bool:
+        """Whether a filter keeps the row: only a ``True`` predicate does (unknown drops it)."""
+        if isinstance(node, AttrFilter):
+            return self.attr(node, row, scope)
+        if isinstance(node, ValueFilter):
+            if picked is not None and node.component is None:
+                value = (
+                    convert(picked.value, picked.unit, node.value.unit) if node.value.unit else picked.value
+                )
+            else:
+                comps = self.components.get(str(row.get("id")), []) if table == "observation" else []
+                value = quantity(row, comps, node.component, node.value.unit)
+            return compare_number(value, node.value)
+        if isinstance(node, TimingFilter):
+            return timing_holds(node.timing, self.with_rows(row)) is True
+        if isinstance(node, (WithFilter, WithoutFilter)):
+            other = self.events(node.with_ if isinstance(node, WithFilter) else node.without, scope)
+            related = any(self.relates(node, row, o) for o in other.rows)
+            return related if isinstance(node, WithFilter) else not related
+        raise TypeError(f"not a filter: {node!r}")
+
+    def with_rows(self, this: dict[str, Any], other: dict[str, Any] | None = None) -> TimeContext:
+        c = self.ctx
+        return TimeContext(c.period_start, c.period_end, c.tz_offset_min, c.birth_date, this, other)
+
+    def relates(self, node: WithFilter | WithoutFilter, this: dict[str, Any], other: dict[str, Any]) -> bool:
+        if node.link == "encounter" and (
+            this.get("encounter_id") is None or other.get("id") != this.get("encounter_id")
+        ):
+            return False
+        if node.link == "reverse_encounter" and (
+            this.get("id") is None or other.get("encounter_id") != this.get("id")
+        ):
+            return False
+        return node.timing is None or timing_holds(node.timing, self.with_rows(this, other)) is True
+
+    def attr(self, node: AttrFilter, row: dict[str, Any], scope: str) -> bool:
+        value = row.get(node.attr)
+        if node.is_null is not None:
+            return (value is None) == node.is_null
+        if node.is_true is not None:
+            return value is True if node.is_true else value is not True
+        if node.not_in is not None:
+            if value is None:
+                return True
+            return not _member(value, node.not_in)
+        if value is None:
+            return False
+        if node.in_ is not None:
+            return _member(value, node.in_)
+        if node.codes is not None:
+            return cell_matches(value, code_refs(node.codes))
+        if node.valueset is not None:
+            return cell_matches(value, self.valueset_codes(node.valueset, scope)[1])
+        if node.compare is not None:
+            return compare_number(float(value), node.compare)
+        raise ValueError("empty attr filter")
+
+    # ----------------------------------------------------------------------------------- conditions
+
+    def cond(self, node: Any, scope: str) -> bool | None:
+        if isinstance(node, All):
+            return k_and(*(self.cond(c, scope) for c in node.all))
+        if isinstance(node, Any_):
+            return k_or(*(self.cond(c, scope) for c in node.any))
+        if isinstance(node, Not):
+            return k_not(self.cond(node.not_, scope))
+        if isinstance(node, Ref):
+            value = self.define(node.ref, scope)
+            return bool(value.rows) if isinstance(value, EventSetValue) else value
+        if isinstance(node, (Retrieve, Union_, EventRef)):
+            return bool(self.events(node, scope).rows)
+        if isinstance(node, Exists):
+            return bool(self.events(node.exists, scope).rows)
+        if isinstance(node, Count):
+            return self.count(node, scope)
+        if isinstance(node, Age):
+            return self.age(node.age)
+        if isinstance(node, Gender):
+            gender = self.patient.get("gender")
+            return None if gender is None else gender == node.gender
+        if isinstance(node, Pick):
+            return self.pick(node.pick, scope)
+        if isinstance(node, CoveredDays):
+            return self.covered_days(node.covered_days, scope)
+        raise TypeError(f"not a condition: {node!r}")
+
+    def count(self, node: Count, scope: str) -> bool:
+        rows = self.events(node.count, scope).rows
+        if node.distinct == "rows":
+            n = len(rows)
+        else:  # distinct local dates of start; a row without a start has no date
+            n = len({local_date(s, row_offset(r)) for r in rows if (s := utc(r.get("start"))) is not None})
+        return compare_number(float(n), node.compare)
+
+    def age(self, spec: Age.Spec) -> bool:
+        birth: date | None = self.patient.get("birth_date")
+        point = resolve(spec.at, self.ctx)
+        if birth is None:
+            return False
+        if isinstance(point, Interval):
+            raise ValueError("age is measured at a point, not an interval")
+        at = point.reduce("day")
+        if at is None or not isinstance(at, date):
+            return False
+        if spec.unit == "days":
+            age = (at - birth).days
+        else:
+            months = (at.year - birth.year) * 12 + (at.month - birth.month) - (1 if at.day < birth.day else 0)
+            age = months if spec.unit == "months" else _completed_years(birth, at)
+        return (spec.min is None or age >= spec.min) and (spec.max is None or age <= spec.max)
+
+    def pick(self, spec: Pick.Spec, scope: str) -> bool:
+        table_rows = self.events(spec.from_, scope)
+        rows = list(table_rows.rows)
+        if spec.day is not None:
+            dated = [(r, self.row_time(r, spec.time)) for r in rows]
+            days = [p.reduce("day") for _, p in dated]
+            known = [d for d in days if d is not None]
+            if known:
+                target = max(known) if spec.day == "latest" else min(known)
+                rows = [r for (r, _), d in zip(dated, days, strict=True) if d == target]
+            else:
+                rows = []
+        if not rows:
+            return spec.missing
+
+        def value_of(row: dict[str, Any]) -> float | None:
+            comps = self.components.get(str(row.get("id")), []) if table_rows.table == "observation" else []
+            return quantity(row, comps, spec.component, spec.unit)
+
+        ordered: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        for row in rows:
+            key: Any
+            if spec.by in ("latest", "earliest"):
+                key = self.row_time(row, spec.time).reduce("instant")
+            else:
+                key = value_of(row)
+            # one ascending order, unknown first (CQL sorts nulls low), ties by row id
+            ordered.append(((key is not None, key if key is not None else 0, str(row.get("id"))), row))
+        ordered.sort(key=lambda item: item[0])
+        chosen = ordered[0][1] if spec.by in ("earliest", "lowest") else ordered[-1][1]
+        comps = self.components.get(str(chosen.get("id")), []) if table_rows.table == "observation" else []
+        source = value_source(chosen, comps, spec.component)
+        raw_unit = None if source is None else source.get("value_unit")
+        picked = _Picked(chosen, value_of(chosen), spec.unit or raw_unit)
+        return all(self.keeps(f, chosen, table_rows.table, scope, picked) for f in spec.test)
+
+    def row_time(self, row: dict[str, Any], which: str) -> Point:
+        return resolve_point(f"this.{which}", self.with_rows(row))
+
+    def covered_days(self, spec: CoveredDays.Spec, scope: str) -> bool:
+        """Days of the window (local dates) covered by the rows' ``[start, end]`` local dates; a row without
+        an end covers ``start .. start + supply days - 1`` when it states a supply, else nothing."""
+        win = window(spec.window, self.ctx)
+        lo, hi = win.lo.reduce("day"), win.hi.reduce("day")
+        if not isinstance(lo, date) or not isinstance(hi, date):
+            return compare_number(None, spec.compare)
+        first = lo.toordinal() + (0 if win.lo_closed else 1)
+        last = hi.toordinal() - (0 if win.hi_closed else 1)
+        covered: set[int] = set()
+        for row in self.events(spec.from_, scope).rows:
+            start, end = utc(row.get("start")), utc(row.get("end"))
+            if start is None or start in (BOT, EOT):
+                continue
+            s = local_date(start, row_offset(row)).toordinal()
+            if end is not None:
+                e = local_date(end, row_offset(row)).toordinal()
+            else:
+                supply = row.get("expected_supply_days", row.get("days_supply"))
+                if supply is None:
+                    continue
+                e = s + int(supply) - 1
+            covered.update(range(max(s, first), min(e, last) + 1))
+        return compare_number(float(len(covered)), spec.compare)
+
+
+def resolve_point(anchor: str, ctx: TimeContext) -> Point:
+    value = resolve(TimeRef.model_validate({"ref": anchor}), ctx)
+    if isinstance(value, Interval):
+        raise ValueError(f"{anchor} is an interval")
+    return value
+
+
+def _member(value: Any, allowed: tuple[str, ...]) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(str(v) in allowed for v in value if v is not None)
+    return str(value) in allowed
+
+
+def _completed_years(birth: date, at: date) -> int:
+    years = at.year - birth.year
+    if (at.month, at.day) < (birth.month, birth.day):
+        years -= 1
+    return years
+
+
+def _population(crit: bool | None) -> bool:
+    return crit is True
+
+
+def cascade(measure: Measure, group: Group, crit: Mapping[str, bool | None]) -> dict[str, bool]:
+    """Spec section 7: each population from its criterion and the populations above it."""
+    out = {name: False for name in PROPORTION}
+    if measure.scoring == "continuous_variable":
+        out.update({name: False for name in CONTINUOUS})
+    ip = _population(crit.get("initial_population"))
+    out["initial_population"] = ip
+    present = group.populations
+    if measure.scoring in ("proportion", "ratio"):
+        denom = ip and (_population(crit["denominator"]) if "denominator" in present else True)
+        denex = denom and _population(crit.get("denominator_exclusion"))
+        out["denominator"], out["denominator_exclusion"] = denom, denex
+        if measure.scoring == "proportion":
+            numer = denom and not denex and _population(crit.get("numerator"))
+            out["denominator_exception"] = (
+                denom and not denex and not numer and _population(crit.get("denominator_exception"))
+            )
+        else:  # ratio: the numerator is drawn from the initial population (FHIR ratio scoring)
+            numer = ip and _population(crit.get("numerator"))
+        out["numerator"] = numer
+        out["numerator_exclusion"] = numer and _population(crit.get("numerator_exclusion"))
+    elif measure.scoring == "continuous_variable":
+        mp = ip and _population(crit.get("measure_population"))
+        out["measure_population"] = mp
+        out["measure_population_exclusion"] = mp and _population(crit.get("measure_population_exclusion"))
+    return out
+
+
+def evaluate_patient(
+    resolved: ResolvedMeasure,
+    valuesets: ValueSetLibrary,
+    patient: dict[str, Any],
+    tables: dict[str, list[dict[str, Any]]],
+    config: ReferenceConfig,
+) -> PatientResult:
+    """Every group's populations (and strata) for one patient, plus the value of each define evaluated."""
+    ev = _Evaluator(resolved, valuesets, patient, tables, config)
+    measure = resolved.measure
+    groups: dict[str, dict[str, bool]] = {}
+    strata: dict[str, dict[str, bool]] = {}
+    for group in measure.groups:
+        crit: dict[str, bool | None] = {n: ev.cond(c, MEASURE_SCOPE) for n, c in group.populations.items()}
+        groups[group.id] = cascade(measure, group, crit)
+        strata[group.id] = {s.id: ev.cond(s.criterion, MEASURE_SCOPE) is True for s in group.stratifiers}
+    for name in measure.define:
+        ev.define(name, MEASURE_SCOPE)
+    defines: dict[str, bool | int | None] = {}
+    for (scope, name), value in sorted(ev.cache.items()):
+        defines[ev.qualified(scope, name)] = len(value.rows) if isinstance(value, EventSetValue) else value
+    return PatientResult(str(ev.pid), groups, strata, defines)
+
+
+__all__ = ["MissingExpansionError", "PatientResult", "ReferenceConfig", "cascade", "evaluate_patient"]

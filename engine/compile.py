@@ -80,16 +80,7 @@ from engine.systems import canonical_system
 
 Path = tuple[str | int, ...]
 
-# Profiles a retrieve may name, with the fixed code a resource of that profile carries (pitfall P13).
-PROFILE_CODES: dict[str, tuple[str, str]] = {
-    "http://hl7.org/fhir/StructureDefinition/bp": ("http://loinc.org", "85354-9"),
-    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-blood-pressure": ("http://loinc.org", "85354-9"),
-    "http://hl7.org/fhir/us/qicore/StructureDefinition/qicore-observation-bp": ("http://loinc.org", "85354-9"),
-    "http://hl7.org/fhir/StructureDefinition/bodyheight": ("http://loinc.org", "8302-2"),
-    "http://hl7.org/fhir/StructureDefinition/bodyweight": ("http://loinc.org", "29463-7"),
-    "http://hl7.org/fhir/StructureDefinition/bmi": ("http://loinc.org", "39156-5"),
-}
-
+PROFILE_SYSTEM = "profile"  # the membership "system" of declared-profile keys (matched against meta.profile)
 EVENT_COLUMNS = ("patient_id", "id", "start", "end", "tz_offset_min")
 
 
@@ -211,14 +202,15 @@ class _Compiler:
             keys.append(key)
             self.membership.update((key, canonical_system(c.system), c.code) for c in node.codes)
         if node.profile is not None:
+            # a profile retrieve matches the profiles a resource declares (meta.profile), as CQL engines do;
+            # to also accept undeclared resources by their fixed code, add `codes:` (any of them matches)
             key = "profile:" + node.profile
             keys.append(key)
-            fixed = PROFILE_CODES.get(node.profile)
-            if fixed is not None:
-                self.membership.add((key, *fixed))
+            self.membership.add((key, PROFILE_SYSTEM, node.profile))
             self.need(table, "profiles")
         if keys:
-            self.tags.add((table, code_column))
+            if len(keys) > (node.profile is not None):
+                self.tags.add((table, code_column))
             if node.profile is not None:
                 self.tags.add((table, "profiles"))
         self.need(table, *EVENT_COLUMNS, code_column, code_column.removesuffix("_code") + "_system")

@@ -129,8 +129,8 @@ def _tag_frame(base: pl.LazyFrame, column: str, membership: pl.LazyFrame) -> pl.
             base.select("_row", pl.col("profiles").alias("_p"))
             .explode("_p")
             .drop_nulls("_p")
-            .select("_row", (pl.lit("profile:") + pl.col("_p")).alias("_key"))
-            .join(membership.select("_key").unique(), on="_key", how="semi")
+            .join(membership.filter(pl.col("system") == "profile"), left_on="_p", right_on="code")
+            .select("_row", "_key")
             .unique()
         )
     if base.collect_schema()[column] == pl.String:

@@ -14,6 +14,12 @@ import polars as pl
 from definitions.model import Compare
 from engine import timeexpr
 from engine.plan import (
+    ArithObsIR,
+    DurationObsIR,
+    EpisodeIR,
+    IfObsIR,
+    NumberObsIR,
+    ObsIR,
     AgeIR,
     AllIR,
     AnyIR,
@@ -40,7 +46,8 @@ from engine.plan import (
 from engine.populations import cascade
 from engine.units import CONVERSIONS, factor
 
-KEY = ["patient_id"]
+KEYS = ("patient_id",)
+EPISODE_KEYS = ("patient_id", "episode_id")
 
 
 @dataclass
@@ -88,7 +95,8 @@ class Lowerer:
         self.bound = bound
         self.period = period
         self.named: dict[str, pl.LazyFrame] = {}
-        self.aggs: list[tuple[str, pl.LazyFrame, pl.Expr | None]] = []
+        self.aggs: list[tuple[str, pl.LazyFrame, tuple[str, ...]]] = []
+        self.episodic = plan.basis == "encounter"
         self.defines = dict(plan.defines)
         self._n = 0
 
@@ -101,16 +109,18 @@ class Lowerer:
         if isinstance(node, RetrieveIR):
             frame = self.bound.rows[node.table]
             if not node.all_rows:
-                tags = self.bound.tags[(node.table, node.code_column)]
-                matched = tags.filter(pl.col("_key").is_in(list(node.keys))).select("_row")
+                keys = list(node.keys)
+                parts: list[pl.LazyFrame] = []
+                code_tags = self.bound.tags.get((node.table, node.code_column))
+                if code_tags is not None:
+                    parts.append(code_tags.filter(pl.col("_key").is_in(keys)).select("_row"))
                 if node.negated_urls:
                     negated = frame.filter(pl.col("not_done_valueset").is_in(list(node.negated_urls)))
-                    matched = pl.concat([matched, negated.select("_row")])
-                if any(k.startswith("profile:") for k in node.keys) and (node.table, "profiles") in self.bound.tags:
-                    profiled = self.bound.tags[(node.table, "profiles")].filter(
-                        pl.col("_key").is_in(list(node.keys))
-                    )
-                    matched = pl.concat([matched, profiled.select("_row")])
+                    parts.append(negated.select("_row"))
+                profile_tags = self.bound.tags.get((node.table, "profiles"))
+                if profile_tags is not None and any(k.startswith("profile:") for k in keys):
+                    parts.append(profile_tags.filter(pl.col("_key").is_in(keys)).select("_row"))
+                matched = pl.concat(parts) if parts else frame.select("_row").clear()
                 frame = frame.join(matched.unique(), on="_row", how="semi")
             return self.apply(frame, node.filters)
         if isinstance(node, UnionIR):
@@ -219,12 +229,27 @@ class Lowerer:
         return frame.join(hits, on="_row", how="anti" if node.negate else "semi")
 
     # ------------------------------------------------------------------------------------------ aggregates
-    def agg(self, frame: pl.LazyFrame, default: pl.Expr | None) -> pl.Expr:
-        """Join a per-patient frame (patient_id + one column) to the subject frame; its column's expression."""
-        name = frame.collect_schema().names()[1]
-        self.aggs.append((name, frame, default))
+    def agg(self, frame: pl.LazyFrame, default: pl.Expr | None, keys: tuple[str, ...] = KEYS) -> pl.Expr:
+        """Join a per-subject frame (keys + one column) to the subject frame; its column's expression."""
+        name = frame.collect_schema().names()[len(keys)]
+        self.aggs.append((name, frame, keys))
         col = pl.col(name)
         return col if default is None else col.fill_null(default)
+
+    def membership(self, events: EventsIR) -> pl.Expr:
+        """The episode (subject row) is one of the event set's rows."""
+        name = self.fresh("member")
+        frame = (
+            self.events(events)
+            .select("patient_id", pl.col("id").alias("episode_id"))
+            .unique()
+            .with_columns(pl.lit(True).alias(name))
+        )
+        return self.agg(frame, pl.lit(False), EPISODE_KEYS)
+
+    def has(self, events: EventsIR) -> pl.Expr:
+        """An event set used as a criterion: the episode is in it (episode basis) or the patient has one."""
+        return self.membership(events) if self.episodic else self.exists(events)
 
     def exists(self, events: EventsIR) -> pl.Expr:
         name = self.fresh("exists")
@@ -260,7 +285,40 @@ class Lowerer:
             return pl.col("gender") == pl.lit(node.gender)
         if isinstance(node, PickIR):
             return self.pick(node)
+        if isinstance(node, EpisodeIR):
+            return self.has(node.events)
         return self.covered(node)
+
+    # ------------------------------------------------------------------------------------------ observations
+    def obs(self, node: ObsIR) -> pl.Expr:
+        if isinstance(node, NumberObsIR):
+            return pl.lit(node.value, dtype=pl.Float64)
+        if isinstance(node, IfObsIR):
+            return pl.when(self.cond(node.cond).fill_null(False)).then(self.obs(node.then)).otherwise(
+                self.obs(node.otherwise)
+            )
+        if isinstance(node, ArithObsIR):
+            items = [self.obs(i) for i in node.items]
+            if node.op == "sum":
+                return pl.sum_horizontal(items)  # CQL Sum ignores nulls
+            if node.op == "product":
+                out = items[0]
+                for item in items[1:]:
+                    out = out * item
+                return out
+            return pl.when(items[1] == 0).then(None).otherwise(items[0] / items[1])
+        if isinstance(node, DurationObsIR):
+            start = timeexpr.resolve(node.start, self.period, "instant")
+            end = timeexpr.resolve(node.end, self.period, "instant")
+            if not isinstance(start, timeexpr.Point) or not isinstance(end, timeexpr.Point):
+                raise ValueError("a duration is measured between two points")
+            delta = end.expr - start.expr
+            unit = {"minutes": delta.dt.total_minutes(), "hours": delta.dt.total_hours(),
+                    "days": delta.dt.total_days()}[node.unit]  # fmt: skip
+            return unit.cast(pl.Float64)
+        name = self.fresh("count")
+        frame = self.events(node.events).group_by("patient_id").agg(pl.col("_row").n_unique().alias(name))
+        return self.agg(frame, pl.lit(0, dtype=pl.UInt32)).cast(pl.Float64)
 
     def count(self, node: CountIR) -> pl.Expr:
         name = self.fresh("count")
@@ -339,11 +397,12 @@ class Lowerer:
 
     # ------------------------------------------------------------------------------------------ subjects
     def subjects(self) -> pl.LazyFrame:
-        """One row per patient x group: populations after the cascade, strata, SDEs and true definitions."""
+        """One row per subject x group (a patient, or an episode for encounter-based measures): populations
+        after the cascade, observations, strata, SDEs and the definitions that were true."""
         define_exprs: list[tuple[str, pl.Expr]] = []
         for name, node in self.plan.defines:
             if isinstance(node, (RetrieveIR, UnionIR, NamedEventsIR)):
-                expr = self.exists(NamedEventsIR(name, ()))
+                expr = self.has(NamedEventsIR(name, ()))
             else:
                 expr = self.cond(node)
             define_exprs.append((define_column(name), expr))
@@ -351,28 +410,51 @@ class Lowerer:
         for group in self.plan.groups:
             pops = {pop: self.cond(cond) for pop, cond in group.populations}
             strata = [(sid, self.cond(cond)) for sid, cond in group.stratifiers]
-            group_exprs.append((group.id, pops, strata))
-        frame = self.bound.patients
-        for name, agg, _default in self.aggs:
-            frame = frame.join(agg, on="patient_id", how="left")
+            observations = [(o, self.obs(o.value)) for o in group.observations]
+            group_exprs.append((group.id, pops, strata, observations))
+        frame = self.subject_frame()
+        for _name, agg, keys in self.aggs:
+            frame = frame.join(agg, on=list(keys), how="left")
         for column, expr in define_exprs:
             frame = frame.with_columns(expr.alias(column))
         true_defines = names_where_true([(c.removeprefix("def:"), pl.col(c)) for c, _ in define_exprs])
         sde = self.sde_columns()
         outputs = []
-        for gid, pops, strata in group_exprs:
+        for gid, pops, strata, observations in group_exprs:
             populations = cascade(self.plan.scoring, pops)
-            strata_list = names_where_true(strata)
+            observed = [
+                pl.when(observed_members(populations, o.population)).then(value).alias(f"obs:{o.id}")
+                for o, value in observations
+            ]
             outputs.append(frame.select(
                 pl.lit(self.plan.measure_id).alias("measure_id"),
                 pl.lit(gid).alias("group_id"),
                 "patient_id",
+                "episode_id",
                 *[e.alias(p) for p, e in populations.items()],
-                strata_list.alias("strata"),
+                *observed,
+                names_where_true(strata).alias("strata"),
                 *sde,
                 true_defines.alias("true_defines"),
             ))  # fmt: skip
-        return pl.concat(outputs, how="vertical")
+        return pl.concat(outputs, how="diagonal_relaxed")
+
+    def subject_frame(self) -> pl.LazyFrame:
+        """Patients; or, for episode-based measures, the episodes of every group's initial population."""
+        patients = self.bound.patients
+        if not self.episodic:
+            return patients.with_columns(pl.lit(None, pl.String).alias("episode_id"))
+        episodes = []
+        for group in self.plan.groups:
+            ip = dict(group.populations)["initial_population"]
+            events = ip.events if isinstance(ip, EpisodeIR) else NamedEventsIR(ip.name, ())  # type: ignore[union-attr]
+            episodes.append(
+                self.events(events).select(
+                    "patient_id", pl.col("id").alias("episode_id"), "start", "end", "tz_offset_min"
+                )
+            )
+        unique = pl.concat(episodes).unique(subset=["patient_id", "episode_id"], keep="first")
+        return unique.join(patients, on="patient_id", how="left")
 
     def sde_columns(self) -> list[pl.Expr]:
         schema = self.bound.patients.collect_schema()
@@ -386,6 +468,16 @@ class Lowerer:
         out.append(pl.col("_payer").alias("sde_payer") if "_payer" in schema
                    else pl.lit(None, pl.List(pl.String)).alias("sde_payer"))
         return out
+
+
+def observed_members(populations: dict[str, pl.Expr], population: str) -> pl.Expr:
+    """Subjects whose observation counts: members of the population and not of its exclusion."""
+    exclusion = {"measure_population": "measure_population_exclusion", "denominator": "denominator_exclusion",
+                 "numerator": "numerator_exclusion"}.get(population)  # fmt: skip
+    member = populations.get(population, pl.lit(False))
+    if exclusion and exclusion in populations:
+        member = member & populations[exclusion].not_()
+    return member
 
 
 def names_where_true(items: list[tuple[str, pl.Expr]]) -> pl.Expr:

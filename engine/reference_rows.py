@@ -16,12 +16,6 @@ from engine.units import CONVERSIONS
 LOINC = "http://loinc.org"
 BP_CODE = (LOINC, "85354-9")
 # Profiles whose instances carry a fixed code (spec section 3: blood pressure is 85354-9).
-PROFILE_FIXED_CODES: dict[str, tuple[str, str]] = {
-    "http://hl7.org/fhir/StructureDefinition/bp": BP_CODE,
-    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-blood-pressure": BP_CODE,
-    "http://hl7.org/fhir/us/qicore/StructureDefinition/qicore-observation-bp": BP_CODE,
-}
-
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt,
     ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
@@ -60,8 +54,7 @@ def profile_matches(row: dict[str, Any], code_column: str, url: str) -> bool:
     profiles = row.get("profiles") or []
     if url in profiles:
         return True
-    fixed = PROFILE_FIXED_CODES.get(url)
-    return fixed is not None and cell_matches(row.get(code_column), [fixed])
+    return False
 
 
 def not_done_matches(row: dict[str, Any], urls: Iterable[str]) -> bool:

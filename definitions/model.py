@@ -38,14 +38,11 @@ class Frozen(BaseModel):
 
 # --------------------------------------------------------------------------------------------- time references
 
-TimeAnchor = Literal[
-    "period", "period.start", "period.end",
-    "this", "this.start", "this.end", "this.latest", "this.earliest", "this.prevalence", "this.supply",
-    "this.authored_on",
-    "other", "other.start", "other.end", "other.latest", "other.earliest", "other.prevalence", "other.supply",
-    "other.authored_on",
-    "birth_date",
-]  # fmt: skip
+# period | period.start | period.end | birth_date | this[.PART] | other[.PART], where PART is start, end, latest,
+# earliest, prevalence, supply, or the name of one of the row's own instant columns (authored_on, issued, ...)
+TimeAnchor = Annotated[
+    str, Field(pattern=r"^(period(\.start|\.end)?|birth_date|(this|other)(\.[a-z][a-z_]*)?)$")
+]
 
 INTERVAL_ANCHORS = frozenset(
     {"period", "this", "this.prevalence", "this.supply", "other", "other.prevalence", "other.supply"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from datasets.schema import CODES, PRIMARY_CODE, TABLES
+from datasets.schema import CODES, PRIMARY_CODE, TABLES, UTC_INSTANT
 from definitions.model import (
     CountObs,
     DurationObs,
@@ -280,10 +280,14 @@ class _Compiler:
             else:
                 self.need(table, *SUPPLY_COLUMNS[table])
                 self.supply.add(table)
-        if any(r.endswith("authored_on") for r in mine):
-            if "authored_on" not in TABLES[table]:
-                self.err(scope, path, f"table {table} has no authored_on")
-            self.need(table, "authored_on")
+        builtin = {"start", "end", "latest", "earliest", "prevalence", "supply"}
+        for ref in mine:
+            part = ref.split(".", 1)[1] if "." in ref else ""
+            if part and part not in builtin:
+                if TABLES[table].get(part) != UTC_INSTANT:
+                    self.err(scope, path, f"{ref}: table {table} has no instant column {part!r}")
+                else:
+                    self.need(table, part)
         if "birth_date" in refs:
             self.need("patient", "birth_date")
 

@@ -50,8 +50,6 @@ from engine.reference_rows import (
     value_source,
 )
 from engine.reference_time import (
-    BOT,
-    EOT,
     Interval,
     Point,
     TimeContext,
@@ -60,7 +58,9 @@ from engine.reference_time import (
     k_or,
     local_date,
     resolve,
+    row_interval,
     row_offset,
+    supply_interval,
     timing_holds,
     utc,
     window,
@@ -372,8 +372,8 @@ class _Evaluator:
         return resolve_point(f"this.{which}", self.with_rows(row))
 
     def covered_days(self, spec: CoveredDays.Spec, scope: str) -> bool:
-        """Days of the window (local dates) covered by the rows' ``[start, end]`` local dates; a row without
-        an end covers ``start .. start + supply days - 1`` when it states a supply, else nothing."""
+        """Days of the window (local dates) covered by the rows' intervals: the supply interval for
+        medication requests and dispenses, the row's ``[start, end]`` otherwise (closed null ends)."""
         win = window(spec.window, self.ctx)
         lo, hi = win.lo.reduce("day"), win.hi.reduce("day")
         if not isinstance(lo, date) or not isinstance(hi, date):
@@ -381,19 +381,14 @@ class _Evaluator:
         first = lo.toordinal() + (0 if win.lo_closed else 1)
         last = hi.toordinal() - (0 if win.hi_closed else 1)
         covered: set[int] = set()
-        for row in self.events(spec.from_, scope).rows:
-            start, end = utc(row.get("start")), utc(row.get("end"))
-            if start is None or start in (BOT, EOT):
+        value = self.events(spec.from_, scope)
+        for row in value.rows:
+            medication = value.table in ("medication_request", "medication_dispense")
+            interval = supply_interval(row) if medication else row_interval(row)
+            start, end = interval.lo.reduce("day"), interval.hi.reduce("day")
+            if not isinstance(start, date) or not isinstance(end, date):
                 continue
-            s = local_date(start, row_offset(row)).toordinal()
-            if end is not None:
-                e = local_date(end, row_offset(row)).toordinal()
-            else:
-                supply = row.get("expected_supply_days", row.get("days_supply"))
-                if supply is None:
-                    continue
-                e = s + int(supply) - 1
-            covered.update(range(max(s, first), min(e, last) + 1))
+            covered.update(range(max(start.toordinal(), first), min(end.toordinal(), last) + 1))
         return compare_number(float(len(covered)), spec.compare)
 
 

@@ -7,6 +7,7 @@ each value's own local date). The instant may be the beginning or end of time (C
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -140,8 +141,55 @@ def anchor(ref: str, ctx: TimeContext) -> Point | Interval:
     if part == "earliest":
         value = start if start is not None else end
         return UNKNOWN if value is None else Point(value, off)
+    if part == "supply":
+        return supply_interval(row)
+    if part not in ("start", "end"):
+        value = utc(row.get(part))  # one of the row's own instant columns
+        return UNKNOWN if value is None else Point(value, off)
     whole = row_interval(row)
     return whole.lo if part == "start" else whole.hi
+
+
+_PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0}
+
+
+def supply_interval(row: dict[str, Any]) -> Interval:
+    """The days a medication request (or dispense) covers, per CQL CumulativeMedicationDuration 4.1
+    medicationRequestPeriod / medicationDispensePeriod, written plainly; unknown when the record does not say."""
+    frequency = row.get("timing_frequency_max") or row.get("timing_frequency")
+    period, unit = row.get("timing_period"), row.get("timing_period_unit")
+    per_day = None
+    if frequency is not None and period and unit in _PERIOD_DAYS:
+        per_day = frequency / (period * _PERIOD_DAYS[unit])
+    times = len(row.get("timing_times_of_day") or [])
+    doses = per_day if per_day is not None else (float(times) if times else 1.0)
+    dose = row.get("dose_value")
+    if "when_handed_over" in row or "when_prepared" in row:
+        begin = utc(row.get("when_handed_over")) or utc(row.get("when_prepared"))
+        days = row.get("days_supply")
+        if days is None and row.get("quantity") is not None and dose:
+            days = row["quantity"] / (dose * doses)
+        last = None
+    else:
+        begin = utc(row.get("bounds_start")) or utc(row.get("authored_on")) or utc(row.get("validity_start"))
+        days = row.get("expected_supply_days")
+        if days is None and row.get("dispense_quantity") is not None and dose:
+            days = row["dispense_quantity"] / (dose * doses)
+        if days is not None:
+            days = days * (1 + (row.get("refills") or 0))
+        last = utc(row.get("bounds_end"))
+    if begin is None:
+        return Interval(UNKNOWN, UNKNOWN)
+    first_day = begin.date()
+    if days is not None and days > 0:
+        last_day = first_day + timedelta(days=math.ceil(days) - 1)
+    elif last is not None:
+        last_day = last.date()
+    else:
+        return Interval(UNKNOWN, UNKNOWN)
+    lo = datetime.combine(first_day, time.min, UTC)
+    hi = datetime.combine(last_day, time.max, UTC)
+    return Interval(Point(lo, 0), Point(hi, 0))
 
 
 def shift(point: Point, ref: TimeRef) -> Point:

@@ -93,8 +93,9 @@ def data_value(ref: TimeRef, precision: str) -> Point | Span:
             microseconds=1
         )
         return Span(_offset(start_ts, ref.offset), _offset(end_ts, ref.offset))
-    if part == "authored_on":
-        return Point(conv(_offset(pl.col(f"authored_on{side}"), ref.offset)))
+    if part not in ("prevalence", "start", "end", "latest", "earliest"):
+        # one of the row's own instant columns (authored_on, issued, recorded_date...): null is unknown
+        return Point(conv(_offset(pl.col(f"{part}{side}"), ref.offset)))
     if part == "prevalence":
         active = pl.col(f"clinical_status{side}").is_in(list(ACTIVE_STATUSES))
         prev_hi = pl.when(active).then(end.fill_null(MAX_TS)).otherwise(end)

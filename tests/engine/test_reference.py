@@ -112,7 +112,15 @@ def test_codes_profile_and_code_path() -> None:
             {"from": "observation", "profile": "http://hl7.org/fhir/StructureDefinition/bp"},
             {"observation": obs},
         )
-        == 2
+        == 1  # declared profiles only (o2); o1 carries the fixed code but declares nothing
+    )
+    assert (
+        n_rows(
+            {"from": "observation", "profile": "http://hl7.org/fhir/StructureDefinition/bp",
+             "codes": [{"system": LOINC, "code": "85354-9"}]},
+            {"observation": obs},
+        )
+        == 2  # profile or code: any of the retrieve's criteria matches
     )
     assert n_rows({"from": "observation", "codes": [{"system": SCT, "code": "1"}]}, {"observation": obs}) == 2
     assert (

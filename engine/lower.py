@@ -348,7 +348,7 @@ class Lowerer:
             out = out & (age >= node.min)
         if node.max is not None:
             out = out & (age <= node.max)
-        return pl.when(birth.is_null()).then(pl.lit(None, pl.Boolean)).otherwise(out)
+        return pl.when(birth.is_null()).then(pl.lit(False)).otherwise(out)  # unknown birth date: false
 
     def pick(self, node: PickIR) -> pl.Expr:
         rows = self.events(node.events)

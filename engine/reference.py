@@ -47,7 +47,6 @@ from engine.reference_rows import (
     not_done_matches,
     profile_matches,
     quantity,
-    value_source,
 )
 from engine.reference_time import (
     Interval,
@@ -362,11 +361,8 @@ class _Evaluator:
             ordered.append(((key is not None, key if key is not None else 0, str(row.get("id"))), row))
         ordered.sort(key=lambda item: item[0])
         chosen = ordered[0][1] if spec.by in ("earliest", "lowest") else ordered[-1][1]
-        comps = self.components.get(str(chosen.get("id")), []) if table_rows.table == "observation" else []
-        source = value_source(chosen, comps, spec.component)
-        raw_unit = None if source is None else source.get("value_unit")
-        picked = _Picked(chosen, value_of(chosen), spec.unit or raw_unit)
-        return all(self.keeps(f, chosen, table_rows.table, scope, picked) for f in spec.test)
+        # the tests are ordinary filters on the chosen row
+        return all(self.keeps(f, chosen, table_rows.table, scope) for f in spec.test)
 
     def row_time(self, row: dict[str, Any], which: str) -> Point:
         return resolve_point(f"this.{which}", self.with_rows(row))

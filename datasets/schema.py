@@ -117,10 +117,19 @@ TABLES: dict[str, pl.Schema] = {
         admit_source=CODES,
         discharge_disposition=CODES,
         diagnoses=pl.List(
-            pl.Struct({"condition_id": pl.String, "use": pl.String, "rank": pl.Int32, "present_on_admission": pl.String})
+            pl.Struct(
+                {
+                    "condition_id": pl.String,
+                    "use": pl.String,
+                    "rank": pl.Int32,
+                    "present_on_admission": pl.String,
+                }
+            )
         ),
         locations=pl.List(
-            pl.Struct({"location_id": pl.String, "status": pl.String, "start": UTC_INSTANT, "end": UTC_INSTANT})
+            pl.Struct(
+                {"location_id": pl.String, "status": pl.String, "start": UTC_INSTANT, "end": UTC_INSTANT}
+            )
         ),
         place_of_service=CODES,
         participant_ids=IDS,
@@ -314,20 +323,45 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 STATUS_CODES: dict[str, dict[str, frozenset[str]]] = {
     "encounter": {
         "status": frozenset(
-            {"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
-             "entered-in-error", "unknown"}
+            {
+                "planned",
+                "arrived",
+                "triaged",
+                "in-progress",
+                "onleave",
+                "finished",
+                "cancelled",
+                "entered-in-error",
+                "unknown",
+            }
         )
     },
     "procedure": {
         "status": frozenset(
-            {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
-             "entered-in-error", "unknown"}
+            {
+                "preparation",
+                "in-progress",
+                "not-done",
+                "on-hold",
+                "stopped",
+                "completed",
+                "entered-in-error",
+                "unknown",
+            }
         )
     },
     "observation": {
         "status": frozenset(
-            {"registered", "preliminary", "final", "amended", "corrected", "cancelled",
-             "entered-in-error", "unknown"}
+            {
+                "registered",
+                "preliminary",
+                "final",
+                "amended",
+                "corrected",
+                "cancelled",
+                "entered-in-error",
+                "unknown",
+            }
         )
     },
     "medication_request": {
@@ -335,8 +369,16 @@ STATUS_CODES: dict[str, dict[str, frozenset[str]]] = {
             {"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}
         ),
         "intent": frozenset(
-            {"proposal", "plan", "order", "original-order", "reflex-order", "filler-order", "instance-order",
-             "option"}
+            {
+                "proposal",
+                "plan",
+                "order",
+                "original-order",
+                "reflex-order",
+                "filler-order",
+                "instance-order",
+                "option",
+            }
         ),
     },
     "immunization": {"status": frozenset({"completed", "entered-in-error", "not-done"})},
@@ -378,7 +420,9 @@ def check_schema(
     for column in wanted:
         want = expected.get(column)
         if want is None:
-            problems.append(Mismatch(table, column, "a canonical column", "a column the schema does not have"))
+            problems.append(
+                Mismatch(table, column, "a canonical column", "a column the schema does not have")
+            )
             continue
         have = found.get(column)
         if have is None:
@@ -402,7 +446,9 @@ def empty_frame(table: str) -> pl.DataFrame:
 def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     """Add missing canonical columns as nulls and order columns canonically; types must already match."""
     expected = schema_of(table)
-    missing = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in expected.items() if name not in frame.columns]
+    missing = [
+        pl.lit(None, dtype=dtype).alias(name) for name, dtype in expected.items() if name not in frame.columns
+    ]
     if missing:
         frame = frame.with_columns(missing)
     return frame.select(list(expected))

@@ -84,7 +84,9 @@ class _Checker:
     def err(self, scope: str, path: Path, message: str) -> None:
         self.problems.append(self.r.diagnostic(scope, path, message))
 
-    def unit_nodes(self, scope: str, unit: Measure | Library) -> Iterator[tuple[Path, Any, tuple[str, str] | None]]:
+    def unit_nodes(
+        self, scope: str, unit: Measure | Library
+    ) -> Iterator[tuple[Path, Any, tuple[str, str] | None]]:
         for name, value in unit.define.items():
             for path, node in walk(value, ("define", name)):
                 yield path, node, (scope, name)
@@ -127,8 +129,11 @@ class _Checker:
                 if rule is None:
                     self.err(scope, (*path, "status"), f"unknown status rule {node.status!r}")
                 elif rule.value.table != node.from_:
-                    self.err(scope, (*path, "status"),
-                             f"status rule {node.status!r} is for table {rule.value.table}, not {node.from_}")
+                    self.err(
+                        scope,
+                        (*path, "status"),
+                        f"status rule {node.status!r} is for table {rule.value.table}, not {node.from_}",
+                    )
         elif isinstance(node, AttrFilter) and node.valueset is not None:
             self.valueset(scope, (*path, "valueset"), node.valueset)
         elif isinstance(node, Timing):
@@ -148,9 +153,13 @@ class _Checker:
         right = timing.right
         right_is_interval = isinstance(right, Window) or right.is_interval
         if timing.rel in POINT_RELATIONS and (left_is_interval or right_is_interval):
-            self.err(scope, (*path, "rel"), f"{timing.rel} relates two points; use e.g. this.end or period.start")
+            self.err(
+                scope, (*path, "rel"), f"{timing.rel} relates two points; use e.g. this.end or period.start"
+            )
         if timing.rel == "during" and not right_is_interval:
-            self.err(scope, (*path, "right"), "during needs an interval on the right (a window, period, other)")
+            self.err(
+                scope, (*path, "right"), "during needs an interval on the right (a window, period, other)"
+            )
         if timing.rel == "includes" and not left_is_interval:
             self.err(scope, (*path, "left"), "includes needs an interval on the left")
 
@@ -159,17 +168,24 @@ class _Checker:
         lo = _period_point(window.start, period.start, period.end)
         hi = _period_point(window.end, period.start, period.end)
         if lo is not None and hi is not None and lo > hi:
-            self.err(scope, path, f"impossible window: starts {lo} after it ends {hi} (for the default period)")
+            self.err(
+                scope, path, f"impossible window: starts {lo} after it ends {hi} (for the default period)"
+            )
 
     def populations(self, measure: Measure) -> None:
         required = REQUIRED_POPULATIONS[measure.scoring]
         allowed = ALLOWED_POPULATIONS[measure.scoring]
         for gi, group in enumerate(measure.groups):
             for name in sorted(required - set(group.populations)):
-                self.err(MEASURE_SCOPE, ("groups", gi, "populations"), f"{measure.scoring} scoring needs {name}")
+                self.err(
+                    MEASURE_SCOPE, ("groups", gi, "populations"), f"{measure.scoring} scoring needs {name}"
+                )
             for name in sorted(set(group.populations) - allowed):
-                self.err(MEASURE_SCOPE, ("groups", gi, "populations", name),
-                         f"{name} is not a population of {measure.scoring} scoring")
+                self.err(
+                    MEASURE_SCOPE,
+                    ("groups", gi, "populations", name),
+                    f"{name} is not a population of {measure.scoring} scoring",
+                )
 
     def cycles(self) -> None:
         state: dict[tuple[str, str], int] = {}
@@ -178,8 +194,14 @@ class _Checker:
             state[node] = 1
             for nxt in sorted(self.edges.get(node, ())):
                 if state.get(nxt) == 1:
-                    loop = " -> ".join(n for _, n in [*stack[stack.index(nxt):], nxt]) if nxt in stack else nxt[1]
-                    self.err(nxt[0], ("define", nxt[1]), f"definitions refer to each other in a cycle: {loop}")
+                    loop = (
+                        " -> ".join(n for _, n in [*stack[stack.index(nxt) :], nxt])
+                        if nxt in stack
+                        else nxt[1]
+                    )
+                    self.err(
+                        nxt[0], ("define", nxt[1]), f"definitions refer to each other in a cycle: {loop}"
+                    )
                 elif state.get(nxt) is None:
                     visit(nxt, [*stack, nxt])
             state[node] = 2

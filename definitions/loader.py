@@ -14,7 +14,6 @@ from definitions.model import Library, Measure
 from definitions.resolved import ResolvedMeasure
 from definitions.source import SourceMap, read_yaml
 
-
 # Tags of the discriminated unions in definitions.model: pydantic puts them in error locations.
 _UNION_TAGS = frozenset({
     "window", "ref", "attr", "value", "timing", "with", "without", "retrieve", "union", "events", "condition",
@@ -30,14 +29,15 @@ def _source_path(loc: Sequence[str | int], data: Any, smap: SourceMap) -> list[s
     node = data
     for i, part in enumerate(loc):
         nxt = loc[i + 1] if i + 1 < len(loc) else None
-        if isinstance(part, str) and part in _UNION_TAGS and (
-            not isinstance(node, dict) or part not in node or nxt == part
+        if (
+            isinstance(part, str)
+            and part in _UNION_TAGS
+            and (not isinstance(node, dict) or part not in node or nxt == part)
         ):
             continue
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             out.append(part)
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and "[" not in part and "-" not in part:
@@ -67,7 +67,9 @@ def _validate(model: type[Measure] | type[Library], data: Any, smap: SourceMap) 
     if not isinstance(data, dict):
         raise DefinitionError([smap.diagnostic((), "expected a mapping at the top level")])
     if "libraries" in data:
-        raise DefinitionError([smap.diagnostic(("libraries",), "libraries are filled from include, not written")])
+        raise DefinitionError(
+            [smap.diagnostic(("libraries",), "libraries are filled from include, not written")]
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -112,7 +114,9 @@ def load_measure(path: str | Path, library_dirs: Sequence[Path] | None = None) -
             continue
         lib_path = _find_library(name, dirs)
         if lib_path is None:
-            problems.append(where.diagnostic(at, f"library {name!r} not found in {', '.join(map(str, dirs))}"))
+            problems.append(
+                where.diagnostic(at, f"library {name!r} not found in {', '.join(map(str, dirs))}")
+            )
             continue
         try:
             lib, lib_smap = load_library(lib_path)
@@ -120,7 +124,9 @@ def load_measure(path: str | Path, library_dirs: Sequence[Path] | None = None) -
             problems.extend(exc.diagnostics)
             continue
         if lib.library != name:
-            problems.append(lib_smap.diagnostic(("library",), f"file {lib_path.name} declares library {lib.library!r}"))
+            problems.append(
+                lib_smap.diagnostic(("library",), f"file {lib_path.name} declares library {lib.library!r}")
+            )
         libraries[name] = lib
         lib_maps[name] = lib_smap
         pending.extend((dep, lib_smap, ("include", i)) for i, dep in enumerate(lib.include))
@@ -133,7 +139,9 @@ def load_measure(path: str | Path, library_dirs: Sequence[Path] | None = None) -
     return resolved
 
 
-def load_measures(paths: Iterable[str | Path], library_dirs: Sequence[Path] | None = None) -> list[ResolvedMeasure]:
+def load_measures(
+    paths: Iterable[str | Path], library_dirs: Sequence[Path] | None = None
+) -> list[ResolvedMeasure]:
     """Several measures; every file's problems are collected before raising once."""
     out: list[ResolvedMeasure] = []
     problems: list[Diagnostic] = []

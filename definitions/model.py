@@ -61,7 +61,7 @@ class Duration(Frozen):
         if not match:
             raise ValueError(f"duration {text!r} is not like '-2 years' or '6 months'")
         unit = match.group(2)
-        return cls(amount=int(match.group(1)), unit=unit)  # type: ignore[arg-type]
+        return cls.model_validate({"amount": int(match.group(1)), "unit": unit})
 
 
 class TimeRef(Frozen):
@@ -87,7 +87,9 @@ class TimeRef(Frozen):
 
     @property
     def is_interval(self) -> bool:
-        return self.ref in INTERVAL_ANCHORS and self.offset is None and self.month is None and self.day is None
+        return (
+            self.ref in INTERVAL_ANCHORS and self.offset is None and self.month is None and self.day is None
+        )
 
 
 class Window(Frozen):
@@ -113,7 +115,9 @@ Target = Annotated[
     Annotated[Window, Tag("window")] | Annotated[TimeRef, Tag("ref")], Discriminator(_window_or_ref)
 ]
 
-Relation = Literal["during", "overlaps", "before", "after", "on_or_before", "on_or_after", "same_day", "includes"]
+Relation = Literal[
+    "during", "overlaps", "before", "after", "on_or_before", "on_or_after", "same_day", "includes"
+]
 
 
 class Timing(Frozen):
@@ -176,7 +180,9 @@ class AttrFilter(Frozen):
     def _one_test(self) -> AttrFilter:
         tests = [self.in_, self.not_in, self.codes, self.valueset, self.compare, self.is_true, self.is_null]
         if sum(t is not None for t in tests) != 1:
-            raise ValueError("an attr filter needs exactly one of: in, not_in, codes, valueset, compare, is_true, is_null")
+            raise ValueError(
+                "an attr filter needs exactly one of: in, not_in, codes, valueset, compare, is_true, is_null"
+            )
         return self
 
 
@@ -282,7 +288,8 @@ def _event_kind(value: Any) -> str:
         if "events" in value:
             return "ref"
         return "retrieve"
-    return {Union_: "union", EventRef: "ref"}.get(type(value), "retrieve")
+    kinds: dict[type, str] = {Union_: "union", EventRef: "ref"}
+    return kinds.get(type(value), "retrieve")
 
 
 def _name_to_ref(value: Any) -> Any:
@@ -388,10 +395,11 @@ def _condition_kind(value: Any) -> str:
             if key in value:
                 return key
         return "unknown"
-    return {
+    kinds: dict[type, str] = {
         All: "all", Any_: "any", Not: "not", Ref: "ref", Exists: "exists", Count: "count", Age: "age",
         Gender: "gender", Pick: "pick", CoveredDays: "covered_days",
-    }.get(type(value), "unknown")  # fmt: skip
+    }  # fmt: skip
+    return kinds.get(type(value), "unknown")
 
 
 def _str_to_ref(value: Any) -> Any:
@@ -489,8 +497,11 @@ def _obs_kind(value: Any) -> str:
             if key in value:
                 return key
         return "unknown"
-    return {IfObs: "if", SumObs: "sum", ProductObs: "product", RatioObs: "ratio", DurationObs: "duration",
-            CountObs: "count_of"}.get(type(value), "unknown")  # fmt: skip
+    kinds: dict[type, str] = {
+        IfObs: "if", SumObs: "sum", ProductObs: "product", RatioObs: "ratio", DurationObs: "duration",
+        CountObs: "count_of",
+    }  # fmt: skip
+    return kinds.get(type(value), "unknown")
 
 
 ObsExpr = Annotated[
@@ -586,7 +597,12 @@ class Measure(Frozen):
     status_rules: dict[str, StatusRule] = {}
     define: dict[str, Definition] = {}
     groups: tuple[Group, ...] = Field(min_length=1)
-    supplemental: tuple[Literal["sex", "race", "ethnicity", "payer"], ...] = ("sex", "race", "ethnicity", "payer")
+    supplemental: tuple[Literal["sex", "race", "ethnicity", "payer"], ...] = (
+        "sex",
+        "race",
+        "ethnicity",
+        "payer",
+    )
 
     @model_validator(mode="before")
     @classmethod

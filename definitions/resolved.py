@@ -106,7 +106,10 @@ class ResolvedMeasure:
     @property
     def content_hash(self) -> str:
         """A hash of the measure and its libraries as validated (not of the file bytes: comments don't count)."""
-        payload = {"measure": _dump(self.measure), "libraries": {k: _dump(v) for k, v in sorted(self.libraries.items())}}
+        payload = {
+            "measure": _dump(self.measure),
+            "libraries": {k: _dump(v) for k, v in sorted(self.libraries.items())},
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -50,8 +50,15 @@ def _build(node: yaml.Node, path: PathKey, smap: SourceMap) -> Any:
             key = _construct(key_node)
             if key in out:
                 raise DefinitionError(
-                    [Diagnostic(smap.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
-                                render_path((*path, key)), f"duplicate key {key!r}")]
+                    [
+                        Diagnostic(
+                            smap.file,
+                            key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1,
+                            render_path((*path, key)),
+                            f"duplicate key {key!r}",
+                        )
+                    ]
                 )
             smap.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = _build(value_node, (*path, key), smap)
@@ -77,7 +84,9 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise DefinitionError([Diagnostic(file, line, col, "", f"YAML syntax: {exc.problem or exc}")]) from None
+        raise DefinitionError(
+            [Diagnostic(file, line, col, "", f"YAML syntax: {exc.problem or exc}")]
+        ) from None
     if node is None:
         raise DefinitionError([Diagnostic(file, 1, 1, "", "empty document")])
     return _build(node, (), smap), smap

@@ -75,7 +75,9 @@ def load_valueset_yaml(path: Path) -> list[ValueSet]:
             elif isinstance(code, dict) and "system" in code and "code" in code:
                 codes.add((str(code["system"]), str(code["code"])))
             else:
-                problems.append(smap.diagnostic(("valuesets", i, "codes", j), "a code is [system, code, display]"))
+                problems.append(
+                    smap.diagnostic(("valuesets", i, "codes", j), "a code is [system, code, display]")
+                )
         out.append(
             ValueSet(
                 url=canonical_url(entry["url"]),

@@ -8,30 +8,30 @@ retrieves, resolve value-set names to URLs and verify an expansion exists for ea
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from datasets.schema import CODES, PRIMARY_CODE, TABLES, UTC_INSTANT
 from definitions.model import (
-    CountObs,
-    DurationObs,
-    IfObs,
-    ProductObs,
-    RatioObs,
-    SumObs,
-    CodeRef,
     Age,
     All,
     Any_,
     AttrFilter,
+    CodeRef,
     Count,
+    CountObs,
     CoveredDays,
+    DurationObs,
     EventRef,
     Exists,
     Gender,
+    IfObs,
     Not,
     Pick,
+    ProductObs,
+    RatioObs,
     Ref,
     Retrieve,
+    SumObs,
     TimingFilter,
     Union_,
     ValueFilter,
@@ -42,30 +42,30 @@ from definitions.resolved import MEASURE_SCOPE, ResolvedMeasure, definition_kind
 from definitions.valuesets import ValueSetLibrary, canonical_url
 from engine.errors import CompileError, Diagnostic, MissingValueSetError
 from engine.plan import (
-    ArithObsIR,
-    CountObsIR,
-    DurationObsIR,
-    EpisodeIR,
-    IfObsIR,
-    NumberObsIR,
-    ObservationIR,
-    ObsIR,
     AgeIR,
     AllIR,
     AnyIR,
+    ArithObsIR,
     AttrTest,
     CondIR,
     CountIR,
+    CountObsIR,
     CoveredDaysIR,
     DefineIR,
+    DurationObsIR,
+    EpisodeIR,
     EventsIR,
     ExistsIR,
     FilterIR,
     GenderIR,
     GroupIR,
+    IfObsIR,
     MeasurePlan,
     NamedEventsIR,
     NotIR,
+    NumberObsIR,
+    ObservationIR,
+    ObsIR,
     PickIR,
     RelatedTest,
     RetrieveIR,
@@ -121,8 +121,12 @@ class _Compiler:
             return None
         url = canonical_url(str(found.value))
         if url not in self.valuesets:
-            self.err(scope, path, f"value set {url} ({name}) has no expansion loaded; pass --valuesets",
-                     MissingValueSetError)
+            self.err(
+                scope,
+                path,
+                f"value set {url} ({name}) has no expansion loaded; pass --valuesets",
+                MissingValueSetError,
+            )
             return None
         vs = self.valuesets[url]
         self.versions[url] = vs.version or ""
@@ -224,8 +228,14 @@ class _Compiler:
             else:
                 filters += self.filters(rule.scope, (*rule.path, "where"), table, rule.value.where)
         filters += self.filters(scope, (*path, "where"), table, node.where)
-        return RetrieveIR(table, code_column, tuple(sorted(keys)), tuple(sorted(urls)) if node.negated else (),
-                          not keys, tuple(filters))
+        return RetrieveIR(
+            table,
+            code_column,
+            tuple(sorted(keys)),
+            tuple(sorted(urls)) if node.negated else (),
+            not keys,
+            tuple(filters),
+        )
 
     # ------------------------------------------------------------------------------------------ filters
     def filters(self, scope: str, path: Path, table: str, items: tuple[Any, ...]) -> tuple[FilterIR, ...]:
@@ -237,8 +247,15 @@ class _Compiler:
         if isinstance(node, ValueFilter):
             self.need(table, "value_quantity", "value_unit")
             if node.component is not None:
-                self.need("observation_component", "observation_id", "component_ix", "code", "value_quantity",
-                          "value_unit", "patient_id")
+                self.need(
+                    "observation_component",
+                    "observation_id",
+                    "component_ix",
+                    "code",
+                    "value_quantity",
+                    "value_unit",
+                    "patient_id",
+                )
             comp = None if node.component is None else self.component(node.component)
             return ValueTest(node.value, comp)
         if isinstance(node, TimingFilter):
@@ -265,10 +282,15 @@ class _Compiler:
         self.attr_tags.add(("observation_component", "code"))
         return system, code.code
 
-    def timing_columns(self, table: str, timing: Any, side: str = "this", scope: str = "", path: Path = ()) -> None:
+    def timing_columns(
+        self, table: str, timing: Any, side: str = "this", scope: str = "", path: Path = ()
+    ) -> None:
         """Columns (and derived intervals) a timing needs from the rows of ``table`` on ``side``."""
         right = timing.right
-        refs = [timing.left.ref, *([right.start.ref, right.end.ref] if hasattr(right, "start") else [right.ref])]
+        refs = [
+            timing.left.ref,
+            *([right.start.ref, right.end.ref] if hasattr(right, "start") else [right.ref]),
+        ]
         mine = [r for r in refs if r == side or r.startswith(side + ".")]
         if any(r.endswith("prevalence") for r in mine):
             if table != "condition":
@@ -276,7 +298,11 @@ class _Compiler:
             self.need(table, "clinical_status")
         if any(r.endswith("supply") for r in mine):
             if table not in SUPPLY_COLUMNS:
-                self.err(scope, path, f"{side}.supply is defined for medication requests and dispenses, not {table}")
+                self.err(
+                    scope,
+                    path,
+                    f"{side}.supply is defined for medication requests and dispenses, not {table}",
+                )
             else:
                 self.need(table, *SUPPLY_COLUMNS[table])
                 self.supply.add(table)
@@ -312,8 +338,9 @@ class _Compiler:
             url = self.valueset_url(scope, (*path, "valueset"), node.valueset)
             if coded and url:
                 self.attr_tags.add((table, column))
-            return AttrTest(column, "valueset", values=(url or "",), table=table,
-                            tag_key=url or "" if coded else "")
+            return AttrTest(
+                column, "valueset", values=(url or "",), table=table, tag_key=url or "" if coded else ""
+            )
         if node.compare is not None:
             return AttrTest(column, "compare", compare=node.compare)
         if node.is_true is not None:
@@ -363,9 +390,20 @@ class _Compiler:
         table = self.table_of(events)
         self.need(table, "value_quantity", "value_unit")
         if spec.component is not None:
-            self.need("observation_component", "observation_id", "component_ix", "code", "value_quantity",
-                      "value_unit", "patient_id")
-        if spec.by in ("lowest", "highest") and spec.component is None and "value_quantity" not in TABLES[table]:
+            self.need(
+                "observation_component",
+                "observation_id",
+                "component_ix",
+                "code",
+                "value_quantity",
+                "value_unit",
+                "patient_id",
+            )
+        if (
+            spec.by in ("lowest", "highest")
+            and spec.component is None
+            and "value_quantity" not in TABLES[table]
+        ):
             self.err(scope, (*path, "pick", "by"), f"{spec.by} orders by value, and {table} rows have none")
         test = self.filters(scope, (*path, "pick", "test"), table, spec.test)
         comp = None if spec.component is None else self.component(spec.component)
@@ -396,17 +434,25 @@ class _Compiler:
         elif isinstance(ip, DefineIR) and self.is_events_define(ip.name):
             events = NamedEventsIR(ip.name, ())
         if events is None or self.table_of(events) != "encounter":
-            self.err(MEASURE_SCOPE, (*gpath, "populations", "initial_population"),
-                     "an encounter-based measure's initial population is an event set of encounters")
+            self.err(
+                MEASURE_SCOPE,
+                (*gpath, "populations", "initial_population"),
+                "an encounter-based measure's initial population is an event set of encounters",
+            )
 
     def obs(self, scope: str, path: Path, node: Any) -> ObsIR:
         if isinstance(node, (int, float)):
             return NumberObsIR(float(node))
         if isinstance(node, IfObs):
-            return IfObsIR(self.cond(scope, (*path, "if"), node.if_), self.obs(scope, (*path, "then"), node.then),
-                           self.obs(scope, (*path, "else"), node.else_))
+            return IfObsIR(
+                self.cond(scope, (*path, "if"), node.if_),
+                self.obs(scope, (*path, "then"), node.then),
+                self.obs(scope, (*path, "else"), node.else_),
+            )
         if isinstance(node, (SumObs, ProductObs, RatioObs)):
-            op = "sum" if isinstance(node, SumObs) else "product" if isinstance(node, ProductObs) else "ratio"
+            op: Literal["sum", "product", "ratio"] = (
+                "sum" if isinstance(node, SumObs) else "product" if isinstance(node, ProductObs) else "ratio"
+            )
             items = getattr(node, op)
             return ArithObsIR(op, tuple(self.obs(scope, (*path, op, i), x) for i, x in enumerate(items)))
         if isinstance(node, DurationObs):
@@ -414,7 +460,7 @@ class _Compiler:
         assert isinstance(node, CountObs)
         return CountObsIR(self.events(scope, (*path, "count_of"), node.count_of))
 
-    COND: dict[type, Callable[[_Compiler, str, Path, Any], CondIR]] = {
+    COND: ClassVar[dict[type, Callable[[_Compiler, str, Path, Any], CondIR]]] = {
         All: _all, Any_: _any, Not: _not, Ref: _ref, Exists: _exists, Count: _count, Age: _age,
         Gender: _gender, Pick: _pick, CoveredDays: _covered,
     }  # fmt: skip
@@ -430,8 +476,12 @@ class _Compiler:
                 for name, cond in group.populations.items()
             )
             observations = tuple(
-                ObservationIR(o.id, o.population, self.obs(MEASURE_SCOPE, (*gpath, "observations", oi, "value"),
-                                                           o.value), o.aggregate)
+                ObservationIR(
+                    o.id,
+                    o.population,
+                    self.obs(MEASURE_SCOPE, (*gpath, "observations", oi, "value"), o.value),
+                    o.aggregate,
+                )
                 for oi, o in enumerate(group.observations)
             )
             if m.basis == "encounter":
@@ -439,8 +489,11 @@ class _Compiler:
             if m.scoring == "continuous_variable" and not any(
                 o.population == "measure_population" for o in observations
             ):
-                self.err(MEASURE_SCOPE, (*gpath, "observations"), "continuous-variable scoring needs an "
-                         "observation of measure_population")
+                self.err(
+                    MEASURE_SCOPE,
+                    (*gpath, "observations"),
+                    "continuous-variable scoring needs an observation of measure_population",
+                )
             strata = tuple(
                 (s.id, self.cond(MEASURE_SCOPE, (*gpath, "stratifiers", si, "criterion"), s.criterion))
                 for si, s in enumerate(group.stratifiers)

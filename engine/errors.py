@@ -22,5 +22,11 @@ class EvaluationError(EngineError):
     """Evaluation failed on the data (the message names the measure and the step, never patient data)."""
 
 
-__all__ = ["CompileError", "DataContractError", "Diagnostic", "EngineError", "EvaluationError",
-           "MissingValueSetError"]
+__all__ = [
+    "CompileError",
+    "DataContractError",
+    "Diagnostic",
+    "EngineError",
+    "EvaluationError",
+    "MissingValueSetError",
+]

@@ -9,7 +9,7 @@ Two phases, following the measured lessons of DESIGN.md section 8:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -18,8 +18,8 @@ import polars as pl
 from datasets.source import DataSource
 from engine.errors import EvaluationError
 from engine.lower import Bound, Lowerer, lower
+from engine.plan import EventsIR, MeasurePlan, NamedEventsIR, RelatedTest, RetrieveIR, UnionIR
 from engine.supply import supply_columns
-from engine.plan import MeasurePlan, NamedEventsIR, RelatedTest, RetrieveIR, UnionIR
 from engine.timeexpr import Period
 
 SUBJECT_COLUMNS = ("measure_id", "group_id", "patient_id")
@@ -43,8 +43,9 @@ class EvaluationConfig:
     materialize_events: bool = True
 
     def period_for(self, plan: MeasurePlan) -> Period:
-        return Period(self.period_start or plan.period_start, self.period_end or plan.period_end,
-                      self.tz_offset_min)
+        return Period(
+            self.period_start or plan.period_start, self.period_end or plan.period_end, self.tz_offset_min
+        )
 
 
 @dataclass
@@ -156,7 +157,9 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     """Scan, tag and materialise what every plan needs (phase 1)."""
     req = Requirements.of(plans)
     membership_df = pl.DataFrame(
-        sorted(req.membership), schema={"_key": pl.String, "system": pl.String, "code": pl.String}, orient="row"
+        sorted(req.membership),
+        schema={"_key": pl.String, "system": pl.String, "code": pl.String},
+        orient="row",
     )
     membership = membership_df.lazy()
     names: list[tuple[str, object]] = []
@@ -177,7 +180,9 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
         else:
             keep = pl.concat(tagged)
             if "not_done_valueset" in req.columns[table]:
-                keep = pl.concat([keep, base.filter(pl.col("not_done_valueset").is_not_null()).select("_row")])
+                keep = pl.concat(
+                    [keep, base.filter(pl.col("not_done_valueset").is_not_null()).select("_row")]
+                )
             rows = base.join(keep.unique(), on="_row", how="semi")
         attr_columns = sorted(c for t, c in req.attr_tags - req.tags if t == table)
         for column in attr_columns:
@@ -226,7 +231,7 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     return Bound(rows_map, tags_map, patients_lf, {k: frozenset(v) for k, v in code_keys.items()})
 
 
-def _named_depth(node: object, plan_defines: dict[str, object], memo: dict[str, int]) -> int:
+def _named_depth(node: object, plan_defines: Mapping[str, object], memo: dict[str, int]) -> int:
     """How many named event sets are nested under ``node`` (0: none), so they materialise inner first."""
     depth = 0
 
@@ -249,7 +254,7 @@ def _named_depth(node: object, plan_defines: dict[str, object], memo: dict[str, 
 def materialize_events(plans: Sequence[MeasurePlan], bound: Bound, config: EvaluationConfig) -> None:
     """Collect every named event set once, shared across plans (libraries are included by many measures),
     inner definitions first, so conditions read small in-memory frames instead of recomputing pipelines."""
-    layers: dict[int, dict[tuple[object, object], tuple[MeasurePlan, str]]] = {}
+    layers: dict[int, dict[tuple[EventsIR, Period], tuple[MeasurePlan, str]]] = {}
     for plan in plans:
         period = config.period_for(plan)
         defines = dict(plan.defines)

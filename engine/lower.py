@@ -8,33 +8,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import polars as pl
 
-from definitions.model import Compare
+from definitions.model import Compare, TimeRef
 from engine import timeexpr
 from engine.plan import (
-    ArithObsIR,
-    DurationObsIR,
-    EpisodeIR,
-    IfObsIR,
-    NumberObsIR,
-    ObsIR,
     AgeIR,
     AllIR,
     AnyIR,
+    ArithObsIR,
     AttrTest,
     CondIR,
     CountIR,
     CoveredDaysIR,
     DefineIR,
+    DurationObsIR,
+    EpisodeIR,
     EventsIR,
     ExistsIR,
     FilterIR,
     GenderIR,
+    IfObsIR,
     MeasurePlan,
     NamedEventsIR,
     NotIR,
+    NumberObsIR,
+    ObsIR,
     PickIR,
     RelatedTest,
     RetrieveIR,
@@ -58,7 +59,7 @@ class Bound:
     tags: Mapping[tuple[str, str], pl.LazyFrame]
     patients: pl.LazyFrame
     code_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)  # value-set URL -> "system|code"
-    materialized: dict[tuple[object, object], pl.LazyFrame] = field(default_factory=dict)
+    materialized: dict[tuple[EventsIR, timeexpr.Period], pl.LazyFrame] = field(default_factory=dict)
 
 
 def compare(expr: pl.Expr, cmp: Compare) -> pl.Expr:
@@ -77,8 +78,10 @@ def converted(value: pl.Expr, unit: pl.Expr, target: str | None) -> pl.Expr:
         return value
     factors = {u: f for u in CONVERSIONS if (f := factor(u, target)) is not None}
     factors[target] = 1.0
-    scale = pl.when(unit.is_null()).then(pl.lit(1.0)).otherwise(
-        unit.replace_strict(factors, default=None, return_dtype=pl.Float64)
+    scale = (
+        pl.when(unit.is_null())
+        .then(pl.lit(1.0))
+        .otherwise(unit.replace_strict(factors, default=None, return_dtype=pl.Float64))
     )
     return value * scale
 
@@ -130,8 +133,22 @@ class Lowerer:
         base = self.named.get(node.name)
         if base is None:
             target = self.defines[node.name]
-            assert not isinstance(target, (AllIR, AnyIR, NotIR, DefineIR, ExistsIR, CountIR, AgeIR, GenderIR,
-                                           PickIR, CoveredDaysIR))
+            assert not isinstance(
+                target,
+                (
+                    AllIR,
+                    AnyIR,
+                    NotIR,
+                    DefineIR,
+                    ExistsIR,
+                    CountIR,
+                    AgeIR,
+                    GenderIR,
+                    PickIR,
+                    CoveredDaysIR,
+                    EpisodeIR,
+                ),
+            )
             base = self.bound.materialized.get((target, self.period))
             if base is None:
                 base = self.events(target)
@@ -148,12 +165,16 @@ class Lowerer:
             return self.attr_frame(frame, node)
         if isinstance(node, ValueTest):
             if node.component is None:
-                return frame.filter(self.value_test(pl.col("value_quantity"), pl.col("value_unit"), node.compare))
+                return frame.filter(
+                    self.value_test(pl.col("value_quantity"), pl.col("value_unit"), node.compare)
+                )
             with_comp = self.with_component(frame, node.component)
             keep = with_comp.filter(self.value_test(pl.col("_cv"), pl.col("_cu"), node.compare))
             return frame.join(keep.select("_row"), on="_row", how="semi")
         if isinstance(node, TimingTest):
-            return self.with_birth_date(frame, node.timing).filter(timeexpr.relation(node.timing, self.period))
+            return self.with_birth_date(frame, node.timing).filter(
+                timeexpr.relation(node.timing, self.period)
+            )
         return self.related(frame, node)
 
     def with_birth_date(self, frame: pl.LazyFrame, timing: object) -> pl.LazyFrame:
@@ -294,8 +315,10 @@ class Lowerer:
         if isinstance(node, NumberObsIR):
             return pl.lit(node.value, dtype=pl.Float64)
         if isinstance(node, IfObsIR):
-            return pl.when(self.cond(node.cond).fill_null(False)).then(self.obs(node.then)).otherwise(
-                self.obs(node.otherwise)
+            return (
+                pl.when(self.cond(node.cond).fill_null(False))
+                .then(self.obs(node.then))
+                .otherwise(self.obs(node.otherwise))
             )
         if isinstance(node, ArithObsIR):
             items = [self.obs(i) for i in node.items]
@@ -324,7 +347,7 @@ class Lowerer:
         name = self.fresh("count")
         rows = self.events(node.events)
         if node.distinct == "days":
-            day = (pl.col("start") + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0).cast(pl.Int64)))
+            day = pl.col("start") + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0).cast(pl.Int64))
             rows = rows.select("patient_id", day.dt.date().alias("_d")).drop_nulls("_d")
             frame = rows.group_by("patient_id").agg(pl.col("_d").n_unique().alias(name))
         else:
@@ -335,12 +358,18 @@ class Lowerer:
     def age(self, node: AgeIR) -> pl.Expr:
         at = timeexpr.point_date(node.at, self.period)
         birth = pl.col("birth_date")
-        before_birthday = (birth.dt.month() > at.month) | ((birth.dt.month() == at.month) & (birth.dt.day() > at.day))
+        before_birthday = (birth.dt.month() > at.month) | (
+            (birth.dt.month() == at.month) & (birth.dt.day() > at.day)
+        )
         if node.unit == "years":
             age = pl.lit(at.year) - birth.dt.year() - before_birthday.cast(pl.Int32)
         elif node.unit == "months":
-            age = (pl.lit(at.year) - birth.dt.year()) * 12 + pl.lit(at.month) - birth.dt.month() - (
-                birth.dt.day() > at.day).cast(pl.Int32)
+            age = (
+                (pl.lit(at.year) - birth.dt.year()) * 12
+                + pl.lit(at.month)
+                - birth.dt.month()
+                - (birth.dt.day() > at.day).cast(pl.Int32)
+            )
         else:
             age = (pl.lit(at) - birth).dt.total_days()
         out = pl.lit(True)
@@ -352,11 +381,11 @@ class Lowerer:
 
     def pick(self, node: PickIR) -> pl.Expr:
         rows = self.events(node.events)
-        point = timeexpr.data_value(timeexpr.TimeRef(ref=f"this.{node.time}"), "instant")  # type: ignore[arg-type]
+        point = timeexpr.data_value(TimeRef(ref=f"this.{node.time}"), "instant")
         assert isinstance(point, timeexpr.Point)
         rows = rows.with_columns(point.expr.alias("_t"))
         if node.day is not None:
-            day = timeexpr.data_value(timeexpr.TimeRef(ref=f"this.{node.time}"), "day")  # type: ignore[arg-type]
+            day = timeexpr.data_value(TimeRef(ref=f"this.{node.time}"), "day")
             assert isinstance(day, timeexpr.Point)
             rows = rows.with_columns(day.expr.alias("_d"))
             extreme = pl.col("_d").max() if node.day == "latest" else pl.col("_d").min()
@@ -372,7 +401,7 @@ class Lowerer:
         # one ascending order as CQL sorts (unknown first, then the key, ties by row id): earliest/lowest take
         # the first row, latest/highest the last
         ordered = rows.with_columns(key.alias("_k")).sort(["patient_id", "_k", "id"], nulls_last=False)
-        keep = "first" if node.by in ("earliest", "lowest") else "last"
+        keep: Literal["first", "last"] = "first" if node.by in ("earliest", "lowest") else "last"
         picked = ordered.unique(subset="patient_id", keep=keep, maintain_order=True)
         passed = self.apply(picked, node.test)
         p_name, ok_name = self.fresh("picked"), self.fresh("passed")
@@ -384,13 +413,18 @@ class Lowerer:
         name = self.fresh("covered")
         window = timeexpr.resolve_target(node.window, self.period, "day")
         assert isinstance(window, timeexpr.Span)
-        interval = timeexpr.data_value(timeexpr.TimeRef(ref="this.supply" if node.use_supply else "this"), "day")
+        interval = timeexpr.data_value(TimeRef(ref="this.supply" if node.use_supply else "this"), "day")
         assert isinstance(interval, timeexpr.Span)
-        rows = self.events(node.events).select(
-            "patient_id",
-            pl.max_horizontal(interval.lo, window.lo).alias("_lo"),
-            pl.min_horizontal(interval.hi, window.hi).alias("_hi"),
-        ).drop_nulls().filter(pl.col("_lo") <= pl.col("_hi"))
+        rows = (
+            self.events(node.events)
+            .select(
+                "patient_id",
+                pl.max_horizontal(interval.lo, window.lo).alias("_lo"),
+                pl.min_horizontal(interval.hi, window.hi).alias("_hi"),
+            )
+            .drop_nulls()
+            .filter(pl.col("_lo") <= pl.col("_hi"))
+        )
         days = rows.select("patient_id", pl.date_ranges("_lo", "_hi").alias("_day")).explode("_day")
         frame = days.group_by("patient_id").agg(pl.col("_day").n_unique().cast(pl.UInt32).alias(name))
         return compare(self.agg(frame, pl.lit(0, dtype=pl.UInt32)), node.compare)
@@ -461,12 +495,20 @@ class Lowerer:
         out = [pl.col("gender").alias("sde_sex")]
         for name in ("race", "ethnicity"):
             if f"{name}_omb" in schema:
-                out.append(pl.concat_list(pl.col(f"{name}_omb").fill_null([]), pl.col(f"{name}_detailed").fill_null([]))
-                           .list.unique(maintain_order=True).alias(f"sde_{name}"))
+                out.append(
+                    pl.concat_list(
+                        pl.col(f"{name}_omb").fill_null([]), pl.col(f"{name}_detailed").fill_null([])
+                    )
+                    .list.unique(maintain_order=True)
+                    .alias(f"sde_{name}")
+                )
             else:
                 out.append(pl.lit(None, pl.List(pl.String)).alias(f"sde_{name}"))
-        out.append(pl.col("_payer").alias("sde_payer") if "_payer" in schema
-                   else pl.lit(None, pl.List(pl.String)).alias("sde_payer"))
+        out.append(
+            pl.col("_payer").alias("sde_payer")
+            if "_payer" in schema
+            else pl.lit(None, pl.List(pl.String)).alias("sde_payer")
+        )
         return out
 
 
@@ -486,9 +528,13 @@ def names_where_true(items: list[tuple[str, pl.Expr]]) -> pl.Expr:
     if not items:
         return pl.lit([], dtype=pl.List(pl.String))
     joined = pl.concat_str(
-        [pl.when(e.fill_null(False)).then(pl.lit(name)) for name, e in items], separator="\x1f", ignore_nulls=True
+        [pl.when(e.fill_null(False)).then(pl.lit(name)) for name, e in items],
+        separator="\x1f",
+        ignore_nulls=True,
     )
-    return pl.when(joined == "").then(pl.lit([], dtype=pl.List(pl.String))).otherwise(joined.str.split("\x1f"))
+    return (
+        pl.when(joined == "").then(pl.lit([], dtype=pl.List(pl.String))).otherwise(joined.str.split("\x1f"))
+    )
 
 
 def define_column(name: str) -> str:

@@ -156,7 +156,17 @@ class EpisodeIR:
 
 
 CondIR = (
-    AllIR | AnyIR | NotIR | DefineIR | ExistsIR | CountIR | AgeIR | GenderIR | PickIR | CoveredDaysIR | EpisodeIR
+    AllIR
+    | AnyIR
+    | NotIR
+    | DefineIR
+    | ExistsIR
+    | CountIR
+    | AgeIR
+    | GenderIR
+    | PickIR
+    | CoveredDaysIR
+    | EpisodeIR
 )
 
 # ------------------------------------------------------------------------------------------------ observations
@@ -291,7 +301,9 @@ def _render(node: Any, indent: int) -> list[str]:
     nested: list[tuple[str, Any]] = []
     for f in fields(node):
         value = getattr(node, f.name)
-        if (isinstance(value, tuple) and value and all(is_dataclass(v) for v in value)) or is_dataclass(value):
+        if (isinstance(value, tuple) and value and all(is_dataclass(v) for v in value)) or is_dataclass(
+            value
+        ):
             nested.append((f.name, value))
         elif value in (None, (), False) and f.name not in ("negate",):
             continue

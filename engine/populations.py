@@ -54,8 +54,14 @@ def cascade(scoring: str, criteria: Mapping[str, pl.Expr]) -> dict[str, pl.Expr]
     if scoring == "ratio":
         numer = ip & _true(criteria, "numerator", False)
         numex = numer & _true(criteria, "numerator_exclusion", False)
-        return {"initial_population": ip, "denominator": denom, "denominator_exclusion": denex,
-                "denominator_exception": pl.lit(False), "numerator": numer, "numerator_exclusion": numex}
+        return {
+            "initial_population": ip,
+            "denominator": denom,
+            "denominator_exclusion": denex,
+            "denominator_exception": pl.lit(False),
+            "numerator": numer,
+            "numerator_exclusion": numex,
+        }
     numer = denom & denex.not_() & _true(criteria, "numerator", False)
     numex = numer & _true(criteria, "numerator_exclusion", False)
     denexcep = denom & denex.not_() & numer.not_() & _true(criteria, "denominator_exception", False)

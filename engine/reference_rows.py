@@ -52,9 +52,7 @@ def code_refs(refs: Iterable[CodeRef]) -> set[tuple[str, str]]:
 
 def profile_matches(row: dict[str, Any], code_column: str, url: str) -> bool:
     profiles = row.get("profiles") or []
-    if url in profiles:
-        return True
-    return False
+    return url in profiles
 
 
 def not_done_matches(row: dict[str, Any], urls: Iterable[str]) -> bool:

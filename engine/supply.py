@@ -26,7 +26,9 @@ SUPPLY_COLUMNS = {"medication_request": REQUEST_COLUMNS, "medication_dispense": 
 
 def _doses_per_day() -> pl.Expr:
     frequency = pl.coalesce(pl.col("timing_frequency_max"), pl.col("timing_frequency")).cast(pl.Float64)
-    unit_days = pl.col("timing_period_unit").replace_strict(PERIOD_DAYS, default=None, return_dtype=pl.Float64)
+    unit_days = pl.col("timing_period_unit").replace_strict(
+        PERIOD_DAYS, default=None, return_dtype=pl.Float64
+    )
     daily = frequency / (pl.col("timing_period") * unit_days)
     times = pl.col("timing_times_of_day").list.len().cast(pl.Float64)
     return pl.coalesce(daily, pl.when(times > 0).then(times), pl.lit(1.0))
@@ -45,7 +47,7 @@ def supply_columns(table: str) -> list[pl.Expr]:
         total = pl.coalesce(pl.col("expected_supply_days"), by_quantity) * (
             1 + pl.col("refills").fill_null(0).cast(pl.Float64)
         )
-        end = (
+        end: pl.Expr = (
             pl.when(start.is_not_null() & total.is_not_null() & (total > 0))
             .then(_end(start, total))
             .when(start.is_not_null() & pl.col("bounds_end").is_not_null())

@@ -100,7 +100,9 @@ def data_value(ref: TimeRef, precision: str) -> Point | Span:
         active = pl.col(f"clinical_status{side}").is_in(list(ACTIVE_STATUSES))
         prev_hi = pl.when(active).then(end.fill_null(MAX_TS)).otherwise(end)
         return Span(conv(start.fill_null(MIN_TS)), conv(prev_hi))
-    chosen = {"start": lo, "end": hi, "latest": pl.coalesce(end, start), "earliest": pl.coalesce(start, end)}[part]
+    chosen = {"start": lo, "end": hi, "latest": pl.coalesce(end, start), "earliest": pl.coalesce(start, end)}[
+        part
+    ]
     return Point(conv(chosen))
 
 
@@ -114,8 +116,10 @@ def period_point(ref: TimeRef, period: Period, precision: str) -> Point:
 
 def resolve(ref: TimeRef, period: Period, precision: str) -> Point | Span:
     if ref.ref == "period":
-        return Span(period_point(TimeRef(ref="period.start"), period, precision).expr,
-                    period_point(TimeRef(ref="period.end"), period, precision).expr)
+        return Span(
+            period_point(TimeRef(ref="period.start"), period, precision).expr,
+            period_point(TimeRef(ref="period.end"), period, precision).expr,
+        )
     if ref.ref.startswith("period."):
         return period_point(ref, period, precision)
     if ref.ref == "birth_date":

@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     lake = args.out / "lake"
     started = time.perf_counter()
     console.print(f"[bold]1/3[/] synthesizing {args.patients:,} patients into {lake}/ ...")
-    generate(str(lake), SynthConfig(n_patients=args.patients, n_buckets=8, seed=args.seed,
-                                    processes=max(1, args.workers)))
+    generate(
+        str(lake),
+        SynthConfig(n_patients=args.patients, n_buckets=8, seed=args.seed, processes=max(1, args.workers)),
+    )
     synth_s = time.perf_counter() - started
     console.print("[bold]2/3[/] compiling the measure library (project synthetic value sets) ...")
     plans = load_library()
@@ -44,17 +46,28 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(plans, ParquetSource(str(lake)), EvaluationConfig())
     eval_s = time.perf_counter() - t0
     summary = summarize(result.subjects, plans).filter(summary_filter())
-    table = Table(title=f"{args.patients:,} synthetic patients, period {plans[0].period_start}..{plans[0].period_end}")
+    table = Table(
+        title=f"{args.patients:,} synthetic patients, period {plans[0].period_start}..{plans[0].period_end}"
+    )
     for column in ("measure", "group", "IP", "denom", "excl", "excep", "numer", "rate"):
         table.add_column(column, justify="left" if column in ("measure", "group") else "right")
     for row in summary.iter_rows(named=True):
         rate = "-" if row["score"] is None else f"{100 * row['score']:.1f} %"
-        table.add_row(row["measure_id"], row["group_id"], f"{row['initial_population']:,}",
-                      f"{row['denominator']:,}", f"{row['denominator_exclusion']:,}",
-                      f"{row['denominator_exception']:,}", f"{row['numerator']:,}", rate)
+        table.add_row(
+            row["measure_id"],
+            row["group_id"],
+            f"{row['initial_population']:,}",
+            f"{row['denominator']:,}",
+            f"{row['denominator_exclusion']:,}",
+            f"{row['denominator_exception']:,}",
+            f"{row['numerator']:,}",
+            rate,
+        )
     console.print(table)
-    console.print(f"synthesis {synth_s:.1f} s, evaluation {eval_s:.2f} s "
-                  f"({args.patients / max(eval_s, 1e-9):,.0f} patients/s)")
+    console.print(
+        f"synthesis {synth_s:.1f} s, evaluation {eval_s:.2f} s "
+        f"({args.patients / max(eval_s, 1e-9):,.0f} patients/s)"
+    )
     return 0
 
 

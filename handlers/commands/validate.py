@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(exc.diagnostics)} problem(s)", file=sys.stderr)
         return 1
     for measure in loaded:
-        print(f"ok  {measure.id} v{measure.measure.version}  ({measure.measure.implements.library} "
-              f"{measure.measure.implements.version})")
+        print(
+            f"ok  {measure.id} v{measure.measure.version}  ({measure.measure.implements.library} "
+            f"{measure.measure.implements.version})"
+        )
     return 0

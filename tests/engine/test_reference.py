@@ -116,8 +116,11 @@ def test_codes_profile_and_code_path() -> None:
     )
     assert (
         n_rows(
-            {"from": "observation", "profile": "http://hl7.org/fhir/StructureDefinition/bp",
-             "codes": [{"system": LOINC, "code": "85354-9"}]},
+            {
+                "from": "observation",
+                "profile": "http://hl7.org/fhir/StructureDefinition/bp",
+                "codes": [{"system": LOINC, "code": "85354-9"}],
+            },
             {"observation": obs},
         )
         == 2  # profile or code: any of the retrieve's criteria matches

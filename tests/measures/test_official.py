@@ -18,9 +18,12 @@ from engine.testdeck import CaseResult, load_official, official_valuesets, run_d
 
 ROOT = Path(__file__).resolve().parents[2]
 ECQM = ROOT / ".." / "shared" / "data" / "ecqm"
+# every library measure whose official test cases are in ../shared/data/ecqm
 MEASURES = {
-    "CMS125": "cms125", "CMS122": "cms122", "CMS165": "cms165", "CMS130": "cms130", "CMS124": "cms124", "CMS69": "cms69", "CMS2": "cms2", "CMS138": "cms138",
-}  # fmt: skip
+    path.stem.upper(): path.stem
+    for path in sorted((ROOT / "measures").glob("cms*.yaml"))
+    if (ECQM / path.stem.upper() / "tests").is_dir()
+}
 SKIPS = {
     (s["measure"], s["case"]): s["reason"]
     for s in yaml.safe_load((Path(__file__).parent / "official_skips.yaml").read_text()) or []

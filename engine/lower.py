@@ -417,6 +417,7 @@ class Lowerer:
         assert isinstance(interval, timeexpr.Span)
         rows = (
             self.events(node.events)
+            .filter(interval.lo.is_not_null() & interval.hi.is_not_null())  # max/min_horizontal skip nulls
             .select(
                 "patient_id",
                 pl.max_horizontal(interval.lo, window.lo).alias("_lo"),

@@ -428,15 +428,28 @@ def test_pick_ties_break_by_row_id() -> None:
 
 
 def test_covered_days() -> None:
+    """Medication requests cover their supply days (CumulativeMedicationDuration), overlaps once."""
     mr = [
-        row("m1", dt(2025, 1, 1), dt(2025, 1, 10), medication=code("1")),
-        row("m2", dt(2025, 1, 5), dt(2025, 1, 20), medication=code("1")),
-        row("m3", dt(2025, 12, 25), None, medication=code("1"), expected_supply_days=30.0),
+        row("m1", None, None, medication=code("1"), authored_on=dt(2025, 1, 1), expected_supply_days=10.0),
+        row("m2", None, None, medication=code("1"), authored_on=dt(2025, 1, 5), expected_supply_days=16.0),
+        row("m3", None, None, medication=code("1"), authored_on=dt(2025, 12, 25), expected_supply_days=30.0),
+        row("m4", dt(2025, 6, 1), dt(2025, 6, 30), medication=code("1")),  # no supply stated: covers nothing
     ]
     ev = {"from": "medication_request", "valueset": "a"}
     assert truth(
         {"covered_days": {"from": ev, "window": "period", "compare": {"op": "==", "value": 27}}},
         {"medication_request": mr},
+    )
+    enc = [row("e1", dt(2025, 3, 1), dt(2025, 3, 3), type=code("1"))]
+    assert truth(
+        {
+            "covered_days": {
+                "from": {"from": "encounter", "valueset": "a"},
+                "window": "period",
+                "compare": {"op": "==", "value": 3},
+            }
+        },
+        {"encounter": enc},
     )
 
 

@@ -1,0 +1,151 @@
+"""Constructs the random differential test does not generate, checked on hand-built patients: the compiled
+engine and the reference interpreter must both give the expected answer."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from datasets.source import FrameSource
+from definitions.model import Measure
+from definitions.resolved import ResolvedMeasure
+from engine import EvaluationConfig, compile_measure, evaluate
+from tests.engine.test_differential import frames
+from tests.engine.test_reference import PATIENT, URL_A, URL_B, VALUESETS, code, dt, row, truth
+
+CASES: list[tuple[str, Any, dict[str, list[dict[str, Any]]], bool]] = [
+    (
+        "supply days of medication requests, overlaps counted once",
+        {
+            "covered_days": {
+                "from": {"from": "medication_request", "valueset": "a"},
+                "window": "period",
+                "compare": {"op": "==", "value": 27},
+            }
+        },
+        {
+            "medication_request": [
+                row(
+                    "m1",
+                    None,
+                    None,
+                    medication=code("1"),
+                    authored_on=dt(2025, 1, 1),
+                    expected_supply_days=10.0,
+                ),
+                row(
+                    "m2",
+                    None,
+                    None,
+                    medication=code("1"),
+                    authored_on=dt(2025, 1, 5),
+                    expected_supply_days=16.0,
+                ),
+                row(
+                    "m3",
+                    None,
+                    None,
+                    medication=code("1"),
+                    authored_on=dt(2025, 12, 25),
+                    expected_supply_days=30.0,
+                ),
+                row("m4", dt(2025, 6, 1), dt(2025, 6, 30), medication=code("1")),
+            ]
+        },
+        True,
+    ),
+    (
+        "supply from dose and frequency: 60 tablets, 2 a day, 1 refill = 60 days",
+        {
+            "exists": {
+                "from": "medication_request",
+                "valueset": "a",
+                "where": [
+                    {
+                        "timing": {
+                            "left": "this.supply",
+                            "rel": "includes",
+                            "right": {"ref": "period.start", "offset": "59 days"},
+                            "precision": "day",
+                        }
+                    }
+                ],
+            }
+        },
+        {
+            "medication_request": [
+                row(
+                    "m1",
+                    None,
+                    None,
+                    medication=code("1"),
+                    authored_on=dt(2025, 1, 1),
+                    dispense_quantity=60.0,
+                    dose_value=1.0,
+                    timing_frequency=2,
+                    timing_period=1.0,
+                    timing_period_unit="d",
+                    refills=1,
+                ),
+            ]
+        },
+        True,
+    ),
+    (
+        "an instant column of the row as time anchor (issued)",
+        {
+            "exists": {
+                "from": "observation",
+                "valueset": "a",
+                "where": [{"timing": {"left": "this.issued", "rel": "during", "right": "period"}}],
+            }
+        },
+        {"observation": [row("o1", None, None, code=code("1"), issued=dt(2025, 3, 1))]},
+        True,
+    ),
+    (
+        "birth-relative window: within 42 days of birth",
+        {
+            "exists": {
+                "from": "procedure",
+                "valueset": "a",
+                "where": [
+                    {
+                        "timing": {
+                            "left": "this.start",
+                            "rel": "during",
+                            "right": {
+                                "start": "birth_date",
+                                "end": {"ref": "birth_date", "offset": "42 days"},
+                            },
+                            "precision": "day",
+                        }
+                    }
+                ],
+            }
+        },
+        {"procedure": [row("x1", dt(1970, 7, 1), dt(1970, 7, 1), code=code("1"))]},
+        True,
+    ),
+]
+
+
+def _engine_truth(cond: Any, tables: dict[str, list[dict[str, Any]]]) -> bool:
+    measure = Measure.model_validate({
+        "id": "T", "version": "1", "title": "t", "implements": {"library": "T", "version": "1"},
+        "scoring": "proportion", "period": {"start": "2025-01-01", "end": "2025-12-31"},
+        "valuesets": {"a": URL_A, "b": URL_B}, "define": {"c": cond},
+        "populations": {"initial_population": "c", "numerator": {"gender": "female"}},
+    })  # fmt: skip
+    plan = compile_measure(ResolvedMeasure(measure, {}), VALUESETS)
+    config = EvaluationConfig(period_start=date(2025, 1, 1), period_end=date(2025, 12, 31))
+    subjects = evaluate([plan], FrameSource(frames([PATIENT], tables)), config).subjects
+    return bool(subjects["initial_population"][0])
+
+
+@pytest.mark.parametrize(("title", "cond", "tables", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_engine_and_reference_agree(title: str, cond: Any, tables: dict[str, Any], expected: bool) -> None:
+    assert truth(cond, tables) is expected, "reference"
+    assert _engine_truth(cond, tables) is expected, "engine"

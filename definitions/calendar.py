@@ -36,8 +36,8 @@ def add_duration(value: D, duration: Duration) -> D:
 
 def shift_date(value: D, ref: TimeRef) -> D:
     """Apply a TimeRef's offset, then its month/day (clamped), to an anchor value."""
-    if ref.offset is not None:
-        value = add_duration(value, ref.offset)
+    for duration in ref.offset:
+        value = add_duration(value, duration)
     if ref.month is not None or ref.day is not None:
         month = ref.month or value.month
         day = min(ref.day or value.day, calendar.monthrange(value.year, month)[1])

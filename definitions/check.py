@@ -67,7 +67,7 @@ def _period_point(ref: TimeRef, start: date, end: date) -> date | None:
 
     if ref.ref not in ("period.start", "period.end"):
         return None
-    if ref.offset is not None and ref.offset.unit in ("hour", "minute"):
+    if any(d.unit in ("hour", "minute") for d in ref.offset):
         return None
     base = start if ref.ref == "period.start" else end
     return shift_date(base, ref)

@@ -38,10 +38,10 @@ class Frozen(BaseModel):
 
 # --------------------------------------------------------------------------------------------- time references
 
-# period | period.start | period.end | birth_date | this[.PART] | other[.PART], where PART is start, end, latest,
-# earliest, prevalence, supply, or the name of one of the row's own instant columns (authored_on, issued, ...)
+# period | period.start | period.end | birth_date | death | this[.PART] | other[.PART], where PART is start,
+# end, latest, earliest, prevalence, supply, or one of the row's own instant columns (authored_on, issued, ...)
 TimeAnchor = Annotated[
-    str, Field(pattern=r"^(period(\.start|\.end)?|birth_date|(this|other)(\.[a-z][a-z_]*)?)$")
+    str, Field(pattern=r"^(period(\.start|\.end)?|birth_date|death|(this|other)(\.[a-z][a-z_]*)?)$")
 ]
 
 INTERVAL_ANCHORS = frozenset(
@@ -67,18 +67,20 @@ class Duration(Frozen):
 class TimeRef(Frozen):
     """A point in time: an anchor, shifted by ``offset``, then optionally set to a month/day of its year.
 
-    ``{ref: period.start, offset: -2 years, month: 10, day: 1}`` is October 1 two years before the period start.
+    ``{ref: period.start, offset: -2 years, month: 10, day: 1}`` is October 1 two years before the period start;
+    several offsets apply in order: ``offset: [12 months, -60 days]``.
     """
 
     ref: TimeAnchor
-    offset: Duration | None = None
+    offset: tuple[Duration, ...] = ()
     month: int | None = Field(default=None, ge=1, le=12)
     day: int | None = Field(default=None, ge=1, le=31)
 
     @field_validator("offset", mode="before")
     @classmethod
     def _parse_offset(cls, value: Any) -> Any:
-        return Duration.parse(value) if isinstance(value, str) else value
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(Duration.parse(v) if isinstance(v, str) else v for v in items if v is not None)
 
     @model_validator(mode="before")
     @classmethod
@@ -87,9 +89,7 @@ class TimeRef(Frozen):
 
     @property
     def is_interval(self) -> bool:
-        return (
-            self.ref in INTERVAL_ANCHORS and self.offset is None and self.month is None and self.day is None
-        )
+        return self.ref in INTERVAL_ANCHORS and not self.offset and self.month is None and self.day is None
 
 
 class Window(Frozen):

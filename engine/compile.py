@@ -316,6 +316,8 @@ class _Compiler:
                     self.need(table, part)
         if "birth_date" in refs:
             self.need("patient", "birth_date")
+        if "death" in refs:
+            self.need("patient", "deceased_datetime")
 
     def attr(self, scope: str, path: Path, table: str, node: AttrFilter) -> AttrTest:
         column = node.attr

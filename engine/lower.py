@@ -12,7 +12,7 @@ from typing import Literal
 
 import polars as pl
 
-from definitions.model import Compare, TimeRef
+from definitions.model import Compare, TimeRef, Timing, Window
 from engine import timeexpr
 from engine.plan import (
     AgeIR,
@@ -177,12 +177,17 @@ class Lowerer:
             )
         return self.related(frame, node)
 
-    def with_birth_date(self, frame: pl.LazyFrame, timing: object) -> pl.LazyFrame:
-        """Timings relative to birth need the patient's birth date beside each row."""
-        if "birth_date" not in repr(timing) or "birth_date" in frame.collect_schema().names():
+    def with_birth_date(self, frame: pl.LazyFrame, timing: Timing) -> pl.LazyFrame:
+        """Timings relative to birth or death need those patient columns beside each row."""
+        present = set(frame.collect_schema().names())
+        wanted = [
+            column
+            for anchor, column in (("birth_date", "birth_date"), ("death", "deceased_datetime"))
+            if anchor in timing_anchors(timing) and column not in present
+        ]
+        if not wanted:
             return frame
-        births = self.bound.patients.select("patient_id", "birth_date")
-        return frame.join(births, on="patient_id", how="left")
+        return frame.join(self.bound.patients.select("patient_id", *wanted), on="patient_id", how="left")
 
     def value_test(self, value: pl.Expr, unit: pl.Expr, cmp: Compare) -> pl.Expr:
         if cmp.op in ("is_null", "not_null"):
@@ -511,6 +516,13 @@ class Lowerer:
             else pl.lit(None, pl.List(pl.String)).alias("sde_payer")
         )
         return out
+
+
+def timing_anchors(timing: Timing) -> set[str]:
+    """Every anchor a timing mentions."""
+    right = timing.right
+    points = [right.start, right.end] if isinstance(right, Window) else [right]
+    return {timing.left.ref, *(p.ref for p in points)}
 
 
 def observed_members(populations: dict[str, pl.Expr], population: str) -> pl.Expr:

@@ -131,7 +131,11 @@ class _Evaluator:
         for comp in self.tables.get("observation_component", []):
             self.components.setdefault(str(comp.get("observation_id")), []).append(comp)
         self.ctx = TimeContext(
-            config.period_start, config.period_end, config.tz_offset_min, patient.get("birth_date")
+            config.period_start,
+            config.period_end,
+            config.tz_offset_min,
+            patient.get("birth_date"),
+            death=utc(patient.get("deceased_datetime")),
         )
         self.cache: dict[tuple[str, str], EventSetValue | bool | None] = {}
 
@@ -242,7 +246,7 @@ class _Evaluator:
 
     def with_rows(self, this: dict[str, Any], other: dict[str, Any] | None = None) -> TimeContext:
         c = self.ctx
-        return TimeContext(c.period_start, c.period_end, c.tz_offset_min, c.birth_date, this, other)
+        return TimeContext(c.period_start, c.period_end, c.tz_offset_min, c.birth_date, this, other, c.death)
 
     def relates(self, node: WithFilter | WithoutFilter, this: dict[str, Any], other: dict[str, Any]) -> bool:
         if node.link == "encounter" and (

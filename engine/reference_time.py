@@ -83,6 +83,7 @@ class TimeContext:
     birth_date: date | None
     this: dict[str, Any] | None = None
     other: dict[str, Any] | None = None
+    death: datetime | None = None
 
     def local_midnight(self, day: date) -> datetime:
         return datetime.combine(day, time(0), tzinfo=UTC) - timedelta(minutes=self.tz_offset_min)
@@ -124,6 +125,8 @@ def anchor(ref: str, ctx: TimeContext) -> Point | Interval:
         return ctx.period().lo
     if ref == "period.end":
         return ctx.period().hi
+    if ref == "death":
+        return UNKNOWN if ctx.death is None else Point(ctx.death, 0)
     if ref == "birth_date":
         if ctx.birth_date is None:
             return UNKNOWN
@@ -197,7 +200,7 @@ def shift(point: Point, ref: TimeRef) -> Point:
     if (
         point.at is None
         or point.at in (BOT, EOT)
-        or (ref.offset is None and ref.month is None and ref.day is None)
+        or (not ref.offset and ref.month is None and ref.day is None)
     ):
         return point
     wall = (point.at + timedelta(minutes=point.offset_min)).replace(tzinfo=None)
@@ -208,7 +211,7 @@ def shift(point: Point, ref: TimeRef) -> Point:
 def resolve(ref: TimeRef, ctx: TimeContext) -> Point | Interval:
     value = anchor(ref.ref, ctx)
     if isinstance(value, Interval):
-        if ref.offset is not None or ref.month is not None or ref.day is not None:
+        if ref.offset or ref.month is not None or ref.day is not None:
             raise ValueError(f"{ref.ref} is an interval and cannot be shifted")
         return value
     return shift(value, ref)

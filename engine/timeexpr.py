@@ -52,10 +52,15 @@ class Span:
     closed: str = "[]"
 
 
-def _offset(expr: pl.Expr, duration: Duration | None) -> pl.Expr:
-    if duration is None:
-        return expr
-    return expr.dt.offset_by(f"{duration.amount}{_POLARS_UNIT[duration.unit]}")
+def _offset(expr: pl.Expr, durations: tuple[Duration, ...]) -> pl.Expr:
+    """Shift by each calendar duration in order (polars offsets clamp month ends as CQL does)."""
+    for duration in durations:
+        expr = expr.dt.offset_by(f"{duration.amount}{_POLARS_UNIT[duration.unit]}")
+    return expr
+
+
+def conv_point(expr: pl.Expr, suffix: str, precision: str) -> pl.Expr:
+    return _local_date(expr, suffix) if precision == "day" else expr
 
 
 def _local_date(expr: pl.Expr, suffix: str) -> pl.Expr:
@@ -122,6 +127,8 @@ def resolve(ref: TimeRef, period: Period, precision: str) -> Point | Span:
         )
     if ref.ref.startswith("period."):
         return period_point(ref, period, precision)
+    if ref.ref == "death":
+        return Point(conv_point(_offset(pl.col("deceased_datetime"), ref.offset), "", precision))
     if ref.ref == "birth_date":
         birth = pl.col("birth_date")
         if precision == "day":

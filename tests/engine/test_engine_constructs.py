@@ -149,3 +149,17 @@ def _engine_truth(cond: Any, tables: dict[str, list[dict[str, Any]]]) -> bool:
 def test_engine_and_reference_agree(title: str, cond: Any, tables: dict[str, Any], expected: bool) -> None:
     assert truth(cond, tables) is expected, "reference"
     assert _engine_truth(cond, tables) is expected, "engine"
+
+
+def test_compound_offsets_and_death() -> None:
+    """``offset: [12 months, -60 days]`` applies in order; ``death`` is the patient's deceased date-time."""
+    within = {
+        "exists": {"from": "procedure", "valueset": "a", "where": [{"timing": {
+            "left": "this.start", "rel": "during", "precision": "day",
+            "right": {"start": {"ref": "period.start", "offset": ["12 months", "-60 days"]},
+                      "end": {"ref": "period.start", "offset": ["12 months", "60 days"]}}}}]},
+    }  # fmt: skip
+    tables = {"procedure": [row("x1", dt(2025, 11, 2), dt(2025, 11, 2), code=code("1"))]}
+    assert truth(within, tables) is True and _engine_truth(within, tables) is True
+    tables = {"procedure": [row("x1", dt(2025, 11, 1), dt(2025, 11, 1), code=code("1"))]}
+    assert truth(within, tables) is False and _engine_truth(within, tables) is False

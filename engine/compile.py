@@ -32,6 +32,7 @@ from definitions.model import (
     Ref,
     Retrieve,
     SumObs,
+    Timing,
     TimingFilter,
     Union_,
     ValueFilter,
@@ -80,6 +81,7 @@ from engine.systems import canonical_system
 
 Path = tuple[str | int, ...]
 
+MIXED = "mixed"  # the table of a union over several tables: only the event columns remain
 PROFILE_SYSTEM = "profile"  # the membership "system" of declared-profile keys (matched against meta.profile)
 EVENT_COLUMNS = ("patient_id", "id", "start", "end", "tz_offset_min")
 
@@ -105,6 +107,8 @@ class _Compiler:
         self.error_class = cls
 
     def need(self, table: str, *columns: str) -> None:
+        if table == MIXED:
+            return  # the parts of a mixed union need their own columns
         known = TABLES[table]
         cols = self.columns.setdefault(table, set())
         for column in columns:
@@ -169,10 +173,8 @@ class _Compiler:
         if isinstance(node, Union_):
             parts = tuple(self.events(scope, (*path, "union", i), p) for i, p in enumerate(node.union))
             tables = {self.table_of(p) for p in parts}
-            if len(tables) > 1:
-                self.err(scope, (*path, "union"), f"a union mixes tables: {', '.join(sorted(tables))}")
-            table = next(iter(tables))
-            return UnionIR(parts, self.filters(scope, (*path, "where"), table, node.where))
+            table = next(iter(tables)) if len(tables) == 1 else MIXED
+            return UnionIR(parts, self.filters(scope, (*path, "where"), table, node.where), table == MIXED)
         assert isinstance(node, EventRef)
         qname = self.define(scope, node.events, (*path, "events"))
         if qname is None or not self.is_events_define(qname):
@@ -186,7 +188,7 @@ class _Compiler:
         if isinstance(node, RetrieveIR):
             return node.table
         if isinstance(node, UnionIR):
-            return self.table_of(node.parts[0])
+            return MIXED if node.mixed else self.table_of(node.parts[0])
         if isinstance(node, NamedEventsIR):
             return self.table_of(self.defines[node.name])
         raise TypeError(node)
@@ -242,6 +244,9 @@ class _Compiler:
         return tuple(self.filter(scope, (*path, i), table, f) for i, f in enumerate(items))
 
     def filter(self, scope: str, path: Path, table: str, node: Any) -> FilterIR:
+        if table == MIXED and not isinstance(node, TimingFilter):
+            self.err(scope, path, "rows of a union of several tables keep only their time: filter the parts")
+            return TimingTest(Timing.model_validate({"rel": "during", "right": "period"}))
         if isinstance(node, AttrFilter):
             return self.attr(scope, path, table, node)
         if isinstance(node, ValueFilter):
@@ -292,6 +297,10 @@ class _Compiler:
             *([right.start.ref, right.end.ref] if hasattr(right, "start") else [right.ref]),
         ]
         mine = [r for r in refs if r == side or r.startswith(side + ".")]
+        if table == MIXED:
+            if any(r.split(".", 1)[-1] not in ("start", "end", "latest", "earliest", side) for r in mine):
+                self.err(scope, path, f"rows of a union of several tables have only start/end: {mine}")
+            return
         if any(r.endswith("prevalence") for r in mine):
             if table != "condition":
                 self.err(scope, path, f"{side}.prevalence is defined for conditions, not {table}")
@@ -404,7 +413,7 @@ class _Compiler:
         if (
             spec.by in ("lowest", "highest")
             and spec.component is None
-            and "value_quantity" not in TABLES[table]
+            and "value_quantity" not in TABLES.get(table, {})
         ):
             self.err(scope, (*path, "pick", "by"), f"{spec.by} orders by value, and {table} rows have none")
         test = self.filters(scope, (*path, "pick", "test"), table, spec.test)

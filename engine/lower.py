@@ -128,6 +128,8 @@ class Lowerer:
             return self.apply(frame, node.filters)
         if isinstance(node, UnionIR):
             parts = [self.events(p) for p in node.parts]
+            if node.mixed:
+                return self.apply(self.mixed_union(parts), node.filters)
             frame = pl.concat(parts, how="diagonal_relaxed").unique(subset="_row", keep="first")
             return self.apply(frame, node.filters)
         base = self.named.get(node.name)
@@ -154,6 +156,18 @@ class Lowerer:
                 base = self.events(target)
             self.named[node.name] = base
         return self.apply(base, node.filters)
+
+    def mixed_union(self, parts: list[pl.LazyFrame]) -> pl.LazyFrame:
+        """Rows of several tables: their event columns, each row once; ``_row`` renumbered per part so rows of
+        different tables stay distinct."""
+        common = ["patient_id", "id", "start", "end", "tz_offset_min", "_row"]
+        tagged = [
+            p.select(common).with_columns(
+                (pl.lit(i, pl.UInt64) * (1 << 32) + pl.col("_row").cast(pl.UInt64)).alias("_row")
+            )
+            for i, p in enumerate(parts)
+        ]
+        return pl.concat(tagged).unique(subset="_row", keep="first")
 
     def apply(self, frame: pl.LazyFrame, filters: tuple[FilterIR, ...]) -> pl.LazyFrame:
         for f in filters:

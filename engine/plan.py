@@ -63,8 +63,12 @@ class RetrieveIR:
 
 @dataclass(frozen=True)
 class UnionIR:
+    """Rows of several event sets, each once. Over several tables (``mixed``) only the event columns (patient,
+    id, time) are kept, so only timing filters apply (counting immunizations *or* procedures)."""
+
     parts: tuple[EventsIR, ...]
     filters: tuple[FilterIR, ...]
+    mixed: bool = False
 
 
 @dataclass(frozen=True)

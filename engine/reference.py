@@ -173,8 +173,7 @@ class _Evaluator:
         if isinstance(node, Union_):
             parts = [self.events(part, scope) for part in node.union]
             tables = {p.table for p in parts}
-            if len(tables) != 1:
-                raise ValueError(f"a union mixes tables {sorted(tables)}")
+            table = parts[0].table if len(tables) == 1 else "mixed"  # several tables: only time remains
             seen: set[int] = set()
             rows: list[dict[str, Any]] = []
             for part in parts:
@@ -182,7 +181,7 @@ class _Evaluator:
                     if id(row) not in seen:
                         seen.add(id(row))
                         rows.append(row)
-            return self.narrow(EventSetValue(parts[0].table, tuple(rows)), node.where, scope)
+            return self.narrow(EventSetValue(table, tuple(rows)), node.where, scope)
         if isinstance(node, EventRef):
             value = self.define(node.events, scope)
             if not isinstance(value, EventSetValue):

@@ -163,3 +163,23 @@ def test_compound_offsets_and_death() -> None:
     assert truth(within, tables) is True and _engine_truth(within, tables) is True
     tables = {"procedure": [row("x1", dt(2025, 11, 1), dt(2025, 11, 1), code=code("1"))]}
     assert truth(within, tables) is False and _engine_truth(within, tables) is False
+
+
+def test_union_across_tables_counts_distinct_days() -> None:
+    """Immunizations *or* procedures on distinct days (CMS117 style): a union over two tables."""
+    cond = {
+        "count": {
+            "union": [{"from": "immunization", "valueset": "a"}, {"from": "procedure", "valueset": "a"}]
+        },
+        "distinct": "days",
+        "compare": {"op": ">=", "value": 3},
+    }
+    tables = {
+        "immunization": [row("i1", dt(2025, 1, 1), dt(2025, 1, 1), vaccine_code=code("1")),
+                         row("i2", dt(2025, 2, 1), dt(2025, 2, 1), vaccine_code=code("1"))],
+        "procedure": [row("x1", dt(2025, 2, 1), dt(2025, 2, 1), code=code("2")),
+                      row("x2", dt(2025, 3, 1), dt(2025, 3, 1), code=code("2"))],
+    }  # fmt: skip
+    assert truth(cond, tables) is True and _engine_truth(cond, tables) is True
+    tables["procedure"] = tables["procedure"][:1]
+    assert truth(cond, tables) is False and _engine_truth(cond, tables) is False

@@ -24,7 +24,14 @@ Json = dict[str, Any]
 US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
 
 
-def fhir_time(value: datetime | None, prec: int | None, tz: int | None, *, high: bool = False) -> str | None:
+def fhir_time(
+    value: datetime | None,
+    prec: int | None,
+    tz: int | None,
+    *,
+    high: bool = False,
+    point_end: datetime | None = None,
+) -> str | None:
     """A UTC instant written at ``prec`` in offset ``tz`` (no offset when ``tz`` is null).
 
     ``high`` says the value is a high boundary: a fraction is then written with as few digits as give that
@@ -39,7 +46,10 @@ def fhir_time(value: datetime | None, prec: int | None, tz: int | None, *, high:
     text = local.strftime("%Y-%m-%dT%H:%M" if prec <= 5 else "%Y-%m-%dT%H:%M:%S")
     if prec >= 7:
         micro = local.microsecond
-        if micro % 1000 == (999 if high else 0):
+        # a point value (effectiveDateTime...) is read back as [low, high] of the text: three digits give a
+        # high boundary 999 us later, six give the instant itself; choose what reproduces the row's end
+        exact_point = point_end is not None and point_end == value
+        if micro % 1000 == (999 if high else 0) and not exact_point:
             text += f".{micro // 1000:03d}"
         else:
             text += f".{micro:06d}"
@@ -86,7 +96,8 @@ def _status_cc(system: str, code: str | None) -> Json | None:
 
 def _choice(prefix: str, kind: str | None, row: Row) -> Json:
     if kind in ("dateTime", "instant"):
-        return {f"{prefix}{kind[0].upper()}{kind[1:]}": _start(row)}
+        text = fhir_time(row["start"], row["start_prec"], row["tz_offset_min"], point_end=row["end"])
+        return {f"{prefix}{kind[0].upper()}{kind[1:]}": text}
     if kind == "Period":
         return {f"{prefix}Period": _period(row) or {}}
     return {}

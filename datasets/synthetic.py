@@ -22,7 +22,7 @@ import polars as pl
 from datasets import synthetic_world as world
 from datasets.hashing import bucket_of
 from datasets.lake import FileEntry, LakeWriter, Manifest, write_bucket
-from datasets.schema import CODING, PREC_DAY, PREC_MONTH, PREC_SECOND, PREC_YEAR, conform
+from datasets.schema import CODING, PREC_DAY, PREC_FRACTION, PREC_MONTH, PREC_YEAR, conform
 from datasets.synthetic_codes import Coding, load_valuesets
 
 US_PER_DAY = 86_400_000_000
@@ -345,8 +345,9 @@ _NEGATED = {
 def _inject(rng: np.random.Generator, table: str, ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Add the hard cases: partial dates, offsets, second codings, duplicates (all at low, fixed rates)."""
     m = len(ev["pidx"])
-    prec_s = np.full(m, PREC_SECOND, dtype=np.int8)
-    prec_e = np.where(ev["end_null"], np.int8(-1), np.int8(PREC_SECOND)).astype(np.int8)
+    # instants are exact (fraction precision): the stored end is then its own high boundary
+    prec_s = np.full(m, PREC_FRACTION, dtype=np.int8)
+    prec_e = np.where(ev["end_null"], np.int8(-1), np.int8(PREC_FRACTION)).astype(np.int8)
     tz = np.where(
         rng.random(m) < world.OFFSET_RATE,
         np.array(world.TZ_OFFSETS)[rng.integers(0, len(world.TZ_OFFSETS), m)],
@@ -436,6 +437,7 @@ def _frame(
             _codes(w, ev["category"]).alias("category"),
             code.alias("code"),
             pl.lit("dateTime").alias("onset_type"),
+            pl.when(pl.col("end").is_not_null()).then(pl.lit("dateTime")).alias("abatement_type"),
             pl.col("start").alias("recorded_date"),
         ]
     elif table == "procedure":

@@ -152,6 +152,9 @@ def _patient(row: Row) -> Json:
     ]
     if row["birth_sex"]:
         ext.append({"url": US_CORE + "us-core-birthsex", "valueCode": row["birth_sex"]})
+    for coding in row["sex"] or ():
+        sex = {k: v for k, v in coding.items() if v is not None}
+        ext.append({"url": US_CORE + "us-core-sex", "valueCoding": sex})
     birth = row["birth_date"]
     address = {
         "use": "home",
@@ -168,6 +171,9 @@ def _patient(row: Row) -> Json:
         if birth
         else None,
         "address": [address] if any(v for k, v in address.items() if k != "use") else None,
+        "managingOrganization": _ref("Organization", row["managing_organization_id"]),
+        "generalPractitioner": [_ref("Practitioner", p) for p in row["general_practitioner_ids"] or ()]
+        or None,
     }
     if row["deceased_datetime"] is not None:
         out["deceasedDateTime"] = _instant(row["deceased_datetime"])
@@ -230,9 +236,65 @@ def _observation(row: Row, components: list[Row]) -> Json:
         "subject": _ref("Patient", row["patient_id"]),
         "encounter": _ref("Encounter", row["encounter_id"]),
         **_choice("effective", row["effective_type"], row),
+        "issued": _instant(row["issued"]),
         **_value(row),
         "component": [{"code": _cc(c["code"]), **_value(c)} for c in components] or None,
     }
+
+
+def _quantity(value: float | None, unit: str | None) -> Json | None:
+    if value is None:
+        return None
+    return {k: v for k, v in (("value", value), ("unit", unit), ("code", unit)) if v is not None} | (
+        {"system": "http://unitsofmeasure.org"} if unit else {}
+    )
+
+
+def _dosage(row: Row) -> list[Json] | None:
+    """``dosageInstruction[0]``: dose and timing, the inputs of CumulativeMedicationDuration."""
+    repeat = {
+        "frequency": row.get("timing_frequency"),
+        "frequencyMax": row.get("timing_frequency_max"),
+        "period": row.get("timing_period"),
+        "periodUnit": row.get("timing_period_unit"),
+        "timeOfDay": row.get("timing_times_of_day") or None,
+    }
+    if row.get("bounds_start") is not None or row.get("bounds_end") is not None:
+        repeat["boundsPeriod"] = {
+            k: v
+            for k, v in (
+                ("start", _instant(row.get("bounds_start"))),
+                ("end", _instant(row.get("bounds_end"))),
+            )
+            if v is not None
+        }
+    repeat = {k: v for k, v in repeat.items() if v is not None}
+    dose = _quantity(row.get("dose_value"), row.get("dose_unit"))
+    dosage: Json = {}
+    if repeat:
+        dosage["timing"] = {"repeat": repeat}
+    if dose:
+        dosage["doseAndRate"] = [{"doseQuantity": dose}]
+    return [dosage] if dosage else None
+
+
+def _dispense_request(row: Row) -> Json | None:
+    request = {
+        "numberOfRepeatsAllowed": row.get("refills"),
+        "quantity": _quantity(row.get("dispense_quantity"), row.get("dispense_quantity_unit")),
+        "expectedSupplyDuration": _quantity(row.get("expected_supply_days"), "d"),
+    }
+    if row.get("validity_start") is not None or row.get("validity_end") is not None:
+        request["validityPeriod"] = {
+            k: v
+            for k, v in (
+                ("start", _instant(row.get("validity_start"))),
+                ("end", _instant(row.get("validity_end"))),
+            )
+            if v is not None
+        }
+    request = {k: v for k, v in request.items() if v is not None}
+    return request or None
 
 
 def _medication_request(row: Row) -> Json:
@@ -242,7 +304,10 @@ def _medication_request(row: Row) -> Json:
         "doNotPerform": row["do_not_perform"],
         "medicationCodeableConcept": _cc(row["medication"]),
         "subject": _ref("Patient", row["patient_id"]),
-        "authoredOn": _start(row),
+        "encounter": _ref("Encounter", row.get("encounter_id")),
+        "authoredOn": fhir_time(row["start"], row["start_prec"], row["tz_offset_min"], point_end=row["end"]),
+        "dosageInstruction": _dosage(row),
+        "dispenseRequest": _dispense_request(row),
     }
 
 
@@ -255,12 +320,25 @@ def _immunization(row: Row) -> Json:
     }
 
 
+def _padded(names: list[str] | None, ids: list[str] | None) -> list[str | None]:
+    """Payor display names beside their ids (names may be missing)."""
+    wanted = len(ids or ())
+    have: list[str | None] = list(names or ())[:wanted]
+    return have + [None] * (wanted - len(have))
+
+
 def _coverage(row: Row) -> Json:
     return {
         "status": row["status"],
         "type": _cc(row["type"]),
         "beneficiary": _ref("Patient", row["patient_id"]),
-        "payor": [{"reference": f"Organization/{p}"} for p in row["payor_ids"] or ()] or None,
+        "payor": [
+            {k: v for k, v in (("reference", f"Organization/{p}"), ("display", name)) if v is not None}
+            for p, name in zip(
+                row["payor_ids"] or (), _padded(row["payor_names"], row["payor_ids"]), strict=True
+            )
+        ]
+        or None,
         "subscriberId": row["subscriber_id"],
         "period": _period(row),
     }

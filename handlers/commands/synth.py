@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 
 from datasets.lake import FileEntry
@@ -23,6 +24,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--processes", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("parquet", "fhir"),
+        default="parquet",
+        help="parquet: the bucketed lake (default); fhir: one FHIR R4 Bundle JSON per patient (the same patients "
+        "as the lake of the same seed, for cross-checks with FHIR-based engines)",
     )
     parser.set_defaults(func=run)
 
@@ -47,7 +55,13 @@ def run(args: argparse.Namespace) -> int:
         def advance(bucket: int, entries: list[FileEntry]) -> None:
             progress.advance(task)
 
-        manifest = generate(args.out, cfg, progress=advance)
+        if args.format == "fhir":
+            with tempfile.TemporaryDirectory(prefix="measures-synth-") as lake:
+                manifest = generate(lake, cfg, progress=advance)
+                written = export_lake_bundles(lake, args.out, manifest.n_buckets)
+            console.print(f"{written:,} FHIR Bundles written to {args.out}/")
+        else:
+            manifest = generate(args.out, cfg, progress=advance)
     elapsed = time.perf_counter() - began
     table = Table(title=f"{args.out} ({cfg.n_buckets} buckets, seed {cfg.seed}, {elapsed:.1f} s)")
     table.add_column("table")
@@ -57,3 +71,17 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(name, f"{info.rows:,}", str(info.files))
     Console().print(table)
     return 0
+
+
+def export_lake_bundles(lake: str, out: str, n_buckets: int) -> int:
+    """Every patient of a lake as a FHIR Bundle file, bucket by bucket (bounded memory)."""
+    from datasets.fhir.export import write_bundles
+    from datasets.schema import TABLE_NAMES
+    from datasets.source import ParquetSource
+
+    written = 0
+    for bucket in range(n_buckets):
+        source = ParquetSource(lake, buckets=[bucket], validate=False)
+        tables = {t: source.scan(t).collect() for t in TABLE_NAMES}
+        written += write_bundles(tables, out)
+    return written

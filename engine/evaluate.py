@@ -153,21 +153,49 @@ def _tag_frame(base: pl.LazyFrame, column: str, membership: pl.LazyFrame) -> pl.
     )
 
 
+def supplemental_columns(present: Sequence[str]) -> list[pl.Expr]:
+    """The supplemental data elements per patient, computed once per run (not once per measure)."""
+    out = [pl.col("gender").alias("sde_sex")]
+    for name in ("race", "ethnicity"):
+        if f"{name}_omb" in present:
+            codes = pl.concat_list(
+                pl.col(f"{name}_omb").fill_null([]), pl.col(f"{name}_detailed").fill_null([])
+            )
+            out.append(codes.list.unique(maintain_order=True).alias(f"sde_{name}"))
+        else:
+            out.append(pl.lit(None, pl.List(pl.String)).alias(f"sde_{name}"))
+    payer = pl.col("_payer") if "_payer" in present else pl.lit(None, pl.List(pl.String))
+    out.append(payer.alias("sde_payer"))
+    return out
+
+
 def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = True) -> Bound:
-    """Scan, tag and materialise what every plan needs (phase 1)."""
+    """Scan, tag and materialise what every plan needs (phase 1).
+
+    Each table is read once (its needed columns, one scan); coding lists are then exploded and matched against
+    one membership table in memory, and only rows some retrieve can match are kept. Tag frames are split by
+    membership key, so a retrieve reads just its own value sets' rows.
+    """
     req = Requirements.of(plans)
-    membership_df = pl.DataFrame(
+    membership = pl.DataFrame(
         sorted(req.membership),
         schema={"_key": pl.String, "system": pl.String, "code": pl.String},
         orient="row",
-    )
-    membership = membership_df.lazy()
+    ).lazy()
+    tables = [t for t in sorted(req.columns) if t != "patient"]
+    scans = [source.scan(t, sorted(req.columns[t])).with_row_index("_row") for t in tables]
+    try:
+        read = pl.collect_all(
+            [*scans, _patients(source, req)], engine="streaming" if streaming else "in-memory"
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
+    bases = dict(zip(tables, read[:-1], strict=True))
+    patients_lf = read[-1].lazy()
     names: list[tuple[str, object]] = []
     frames: list[pl.LazyFrame] = []
-    for table in sorted(req.columns):
-        if table == "patient":
-            continue
-        base = source.scan(table, sorted(req.columns[table])).with_row_index("_row")
+    for table in tables:
+        base = bases[table].lazy()
         table_tags = [(t, c) for t, c in sorted(req.tags) if t == table]
         tagged: list[pl.LazyFrame] = []
         for _, column in table_tags:
@@ -195,6 +223,35 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
             rows = rows.with_columns(supply_columns(table))
         names.append(("rows", table))
         frames.append(rows)
+    try:
+        collected = pl.collect_all(frames, engine="in-memory")
+    except pl.exceptions.PolarsError as exc:
+        raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
+    rows_map: dict[str, pl.LazyFrame] = {}
+    tags_map: dict[tuple[str, str], pl.LazyFrame] = {}
+    tag_parts: dict[tuple[str, str], dict[str, pl.LazyFrame]] = {}
+    for (kind, key), df in zip(names, collected, strict=True):
+        if kind == "tag":
+            assert isinstance(key, tuple)
+            tags_map[key] = df.lazy()
+            tag_parts[key] = {
+                str(k[0]): part.drop("_key").lazy()
+                for k, part in df.partition_by("_key", as_dict=True).items()
+            }
+        else:
+            assert isinstance(key, str)
+            rows_map[key] = df.lazy()
+    code_keys: dict[str, set[str]] = {}
+    for key, system, code in req.membership:
+        code_keys.setdefault(key, set()).add(f"{system}|{code}")
+    return Bound(
+        rows_map, tags_map, patients_lf, {k: frozenset(v) for k, v in code_keys.items()}, tag_parts=tag_parts
+    )
+
+
+def _patients(source: DataSource, req: Requirements) -> pl.LazyFrame:
+    """One row per patient with the supplemental data, and ``_pidx``: the patient's rank by id, a cheap key
+    for ordering results deterministically."""
     patient_cols = sorted(req.columns.get("patient", {"patient_id"}) | {"patient_id", "gender", "birth_date"})
     patients = source.scan("patient", patient_cols)
     if "coverage" in req.full:
@@ -207,28 +264,8 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
             .agg(pl.col("_c").unique().sort().alias("_payer"))
         )
         patients = patients.join(payer, on="patient_id", how="left")
-    names.append(("patients", None))
-    frames.append(patients)
-    try:
-        collected = pl.collect_all(frames, engine="streaming" if streaming else "in-memory")
-    except pl.exceptions.PolarsError as exc:
-        raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
-    rows_map: dict[str, pl.LazyFrame] = {}
-    tags_map: dict[tuple[str, str], pl.LazyFrame] = {}
-    patients_lf = pl.LazyFrame()
-    for (kind, key), df in zip(names, collected, strict=True):
-        if kind == "tag":
-            assert isinstance(key, tuple)
-            tags_map[key] = df.lazy()
-        elif kind == "rows":
-            assert isinstance(key, str)
-            rows_map[key] = df.lazy()
-        else:
-            patients_lf = df.lazy()
-    code_keys: dict[str, set[str]] = {}
-    for key, system, code in req.membership:
-        code_keys.setdefault(key, set()).add(f"{system}|{code}")
-    return Bound(rows_map, tags_map, patients_lf, {k: frozenset(v) for k, v in code_keys.items()})
+    patients = patients.with_columns(supplemental_columns(patients.collect_schema().names()))
+    return patients.sort("patient_id").with_row_index("_pidx")
 
 
 def _named_depth(node: object, plan_defines: Mapping[str, object], memo: dict[str, int]) -> int:
@@ -291,5 +328,6 @@ def evaluate(
         parts = pl.collect_all(lazies, engine="in-memory")
     except pl.exceptions.PolarsError as exc:
         raise EvaluationError(f"evaluating measures failed: {exc.__class__.__name__}: {exc}") from exc
-    subjects = pl.concat(parts, how="diagonal_relaxed").sort(list(SUBJECT_COLUMNS))
+    # each part is ordered by patient (then episode) within its groups; plans keep the order they were given
+    subjects = pl.concat(parts, how="diagonal_relaxed")
     return EvaluationResult(subjects, plan_list, config)

@@ -60,6 +60,18 @@ class Bound:
     patients: pl.LazyFrame
     code_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)  # value-set URL -> "system|code"
     materialized: dict[tuple[EventsIR, timeexpr.Period], pl.LazyFrame] = field(default_factory=dict)
+    tag_parts: dict[tuple[str, str], dict[str, pl.LazyFrame]] = field(default_factory=dict)
+
+    def tagged_rows(self, table: str, column: str, keys: list[str]) -> pl.LazyFrame | None:
+        """``_row`` of the rows whose (table, column) codings are in one of ``keys``; None if not tagged."""
+        parts = self.tag_parts.get((table, column))
+        if parts is None:
+            tags = self.tags.get((table, column))
+            return None if tags is None else tags.filter(pl.col("_key").is_in(keys)).select("_row")
+        found = [parts[k] for k in keys if k in parts]
+        if not found:
+            return pl.LazyFrame(schema={"_row": pl.UInt32})
+        return found[0] if len(found) == 1 else pl.concat(found)
 
 
 def compare(expr: pl.Expr, cmp: Compare) -> pl.Expr:
@@ -114,15 +126,15 @@ class Lowerer:
             if not node.all_rows:
                 keys = list(node.keys)
                 parts: list[pl.LazyFrame] = []
-                code_tags = self.bound.tags.get((node.table, node.code_column))
-                if code_tags is not None:
-                    parts.append(code_tags.filter(pl.col("_key").is_in(keys)).select("_row"))
+                code_rows = self.bound.tagged_rows(node.table, node.code_column, keys)
+                if code_rows is not None:
+                    parts.append(code_rows)
                 if node.negated_urls:
                     negated = frame.filter(pl.col("not_done_valueset").is_in(list(node.negated_urls)))
                     parts.append(negated.select("_row"))
-                profile_tags = self.bound.tags.get((node.table, "profiles"))
-                if profile_tags is not None and any(k.startswith("profile:") for k in keys):
-                    parts.append(profile_tags.filter(pl.col("_key").is_in(keys)).select("_row"))
+                profiled = self.bound.tagged_rows(node.table, "profiles", keys)
+                if profiled is not None and any(k.startswith("profile:") for k in keys):
+                    parts.append(profiled)
                 matched = pl.concat(parts) if parts else frame.select("_row").clear()
                 frame = frame.join(matched.unique(), on="_row", how="semi")
             return self.apply(frame, node.filters)
@@ -210,10 +222,9 @@ class Lowerer:
 
     def attr_frame(self, frame: pl.LazyFrame, node: AttrTest) -> pl.LazyFrame:
         """Answer a coding test from the bind-time tags when there are some (no per-row list work)."""
-        tags = self.bound.tags.get((node.table, node.column)) if node.tag_key else None
-        if tags is None:
+        hits = self.bound.tagged_rows(node.table, node.column, [node.tag_key]) if node.tag_key else None
+        if hits is None:
             return frame.filter(self.attr(node))
-        hits = tags.filter(pl.col("_key") == node.tag_key).select("_row")
         return frame.join(hits, on="_row", how="semi")
 
     def attr(self, node: AttrTest) -> pl.Expr:
@@ -238,9 +249,8 @@ class Lowerer:
     def with_component(self, frame: pl.LazyFrame, component: tuple[str, str]) -> pl.LazyFrame:
         """The frame's rows with ``_cv``/``_cu``: the value and unit of their first component with the code."""
         comps = self.bound.rows["observation_component"]
-        tags = self.bound.tags.get(("observation_component", "code"))
-        if tags is not None:
-            hits = tags.filter(pl.col("_key") == component_key(*component)).select("_row")
+        hits = self.bound.tagged_rows("observation_component", "code", [component_key(*component)])
+        if hits is not None:
             comps = comps.join(hits, on="_row", how="semi")
         else:
             comps = comps.filter(_coding_keys("code").list.contains(f"{component[0]}|{component[1]}"))
@@ -450,28 +460,70 @@ class Lowerer:
         return compare(self.agg(frame, pl.lit(0, dtype=pl.UInt32)), node.compare)
 
     # ------------------------------------------------------------------------------------------ subjects
+    def define_expr(self, name: str, node: CondIR | EventsIR) -> pl.Expr:
+        if isinstance(node, (RetrieveIR, UnionIR, NamedEventsIR)):
+            return self.has(NamedEventsIR(name, ()))
+        return self.cond(node)
+
+    def reachable(self, roots: list[object]) -> set[str]:
+        """Named definitions the roots depend on, transitively."""
+        found: set[str] = set()
+        stack = list(roots)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (DefineIR, NamedEventsIR)) and node.name not in found:
+                found.add(node.name)
+                stack.append(self.defines[node.name])
+            if hasattr(node, "__dataclass_fields__"):
+                for attr in node.__dataclass_fields__:
+                    value = getattr(node, attr)
+                    stack.extend(v for v in (value if isinstance(value, tuple) else (value,)) if is_ir(v))
+        return found
+
     def subjects(self) -> pl.LazyFrame:
         """One row per subject x group (a patient, or an episode for encounter-based measures): populations
-        after the cascade, observations, strata, SDEs and the definitions that were true."""
-        define_exprs: list[tuple[str, pl.Expr]] = []
+        after the cascade, observations, strata, SDEs and the definitions that were true.
+
+        Eligibility first: the initial population and the definitions it rests on are evaluated for every
+        subject; everything else only for subjects in some group's initial population (every population of a
+        subject outside it is false by the cascade), so most joins touch a small fraction of the rows."""
+        ips = {g.id: dict(g.populations)["initial_population"] for g in self.plan.groups}
+        early = self.reachable(list(ips.values()))
+        order = [name for name, _ in self.plan.defines]
+        exprs: dict[str, pl.Expr] = {}
         for name, node in self.plan.defines:
-            if isinstance(node, (RetrieveIR, UnionIR, NamedEventsIR)):
-                expr = self.has(NamedEventsIR(name, ()))
-            else:
-                expr = self.cond(node)
-            define_exprs.append((define_column(name), expr))
+            if name in early:
+                exprs[name] = self.define_expr(name, node)
+        ip_exprs = {gid: self.cond(ip) for gid, ip in ips.items()}
+        early_aggs = len(self.aggs)
+        for name, node in self.plan.defines:
+            if name not in early:
+                exprs[name] = self.define_expr(name, node)
         group_exprs = []
         for group in self.plan.groups:
-            pops = {pop: self.cond(cond) for pop, cond in group.populations}
+            pops = {
+                pop: ip_exprs[group.id] if pop == "initial_population" else self.cond(cond)
+                for pop, cond in group.populations
+            }
             strata = [(sid, self.cond(cond)) for sid, cond in group.stratifiers]
             observations = [(o, self.obs(o.value)) for o in group.observations]
             group_exprs.append((group.id, pops, strata, observations))
         frame = self.subject_frame()
-        for _name, agg, keys in self.aggs:
+        for _name, agg, keys in self.aggs[:early_aggs]:
             frame = frame.join(agg, on=list(keys), how="left")
-        for column, expr in define_exprs:
-            frame = frame.with_columns(expr.alias(column))
-        true_defines = names_where_true([(c.removeprefix("def:"), pl.col(c)) for c, _ in define_exprs])
+        for name in order:
+            if name in early:
+                frame = frame.with_columns(exprs[name].alias(define_column(name)))
+        eligible = pl.any_horizontal([e.fill_null(False) for e in ip_exprs.values()])
+        frame = frame.with_columns(eligible.alias("_eligible"))
+        inside = frame.filter(pl.col("_eligible"))
+        for _name, agg, keys in self.aggs[early_aggs:]:
+            inside = inside.join(agg, on=list(keys), how="left")
+        for name in order:
+            if name not in early:
+                inside = inside.with_columns(exprs[name].alias(define_column(name)))
+        frame = pl.concat([inside, frame.filter(~pl.col("_eligible"))], how="diagonal")
+        true_defines = names_where_true([(name, pl.col(define_column(name))) for name in order])
         sde = self.sde_columns()
         outputs = []
         for gid, pops, strata, observations in group_exprs:
@@ -480,18 +532,21 @@ class Lowerer:
                 pl.when(observed_members(populations, o.population)).then(value).alias(f"obs:{o.id}")
                 for o, value in observations
             ]
-            outputs.append(frame.select(
-                pl.lit(self.plan.measure_id).alias("measure_id"),
-                pl.lit(gid).alias("group_id"),
-                "patient_id",
-                "episode_id",
-                *[e.alias(p) for p, e in populations.items()],
-                *observed,
-                names_where_true(strata).alias("strata"),
-                *sde,
-                true_defines.alias("true_defines"),
-            ))  # fmt: skip
-        return pl.concat(outputs, how="diagonal_relaxed")
+            outputs.append(
+                frame.select(
+                    pl.lit(self.plan.measure_id).alias("measure_id"),
+                    pl.lit(gid).alias("group_id"),
+                    "patient_id",
+                    "episode_id",
+                    *[e.alias(p) for p, e in populations.items()],
+                    *observed,
+                    names_where_true(strata).alias("strata"),
+                    *sde,
+                    true_defines.alias("true_defines"),
+                    "_pidx",
+                ).sort("_pidx", "episode_id", nulls_last=False)
+            )
+        return pl.concat(outputs, how="diagonal_relaxed").drop("_pidx")
 
     def subject_frame(self) -> pl.LazyFrame:
         """Patients; or, for episode-based measures, the episodes of every group's initial population."""
@@ -511,25 +566,12 @@ class Lowerer:
         return unique.join(patients, on="patient_id", how="left")
 
     def sde_columns(self) -> list[pl.Expr]:
-        schema = self.bound.patients.collect_schema()
-        out = [pl.col("gender").alias("sde_sex")]
-        for name in ("race", "ethnicity"):
-            if f"{name}_omb" in schema:
-                out.append(
-                    pl.concat_list(
-                        pl.col(f"{name}_omb").fill_null([]), pl.col(f"{name}_detailed").fill_null([])
-                    )
-                    .list.unique(maintain_order=True)
-                    .alias(f"sde_{name}")
-                )
-            else:
-                out.append(pl.lit(None, pl.List(pl.String)).alias(f"sde_{name}"))
-        out.append(
-            pl.col("_payer").alias("sde_payer")
-            if "_payer" in schema
-            else pl.lit(None, pl.List(pl.String)).alias("sde_payer")
-        )
-        return out
+        """The supplemental data elements, computed once per run when the patients were bound."""
+        return [pl.col(name) for name in ("sde_sex", "sde_race", "sde_ethnicity", "sde_payer")]
+
+
+def is_ir(value: object) -> bool:
+    return hasattr(value, "__dataclass_fields__")
 
 
 def timing_anchors(timing: Timing) -> set[str]:

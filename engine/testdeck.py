@@ -23,12 +23,14 @@ Hand-written case format (one patient per file; the file stem is the case id and
             - {code: [{system: "http://loinc.org", code: 8480-6}], value_quantity: 120, value_unit: "mm[Hg]"}
     expect: {initial_population: true, denominator: true, denominator_exclusion: false, numerator: true}
     group: group-1                                     # optional: the group ``expect`` is about (the first)
+    observations: [1, 0]                               # optional: the group's measure-observation values
 
 Rows are converted to canonical frames: missing columns are nulls, ``patient_id`` is the case id, ``id``
 defaults to ``<table>-<n>`` (ids and references are scoped to the case as ``<case>/<id>``); timestamps are
 parsed as UTC instants (``tz_offset_min`` is taken from the written offset of ``start``/``end`` unless
 given); a date-only ``end`` is the last instant of that day; codes are lists of ``{system, code, display}``.
-``expect`` values are booleans (patient basis) or counts (episodes).
+``expect`` values are booleans (patient basis) or counts (episodes). ``observations`` are the values of the group's
+measure observations over its subjects (compared as a sorted list: episodes have no order).
 """
 
 from __future__ import annotations
@@ -73,14 +75,18 @@ class Case:
     patient_ids: tuple[str, ...]
     origin: str = ""
     notes: str = ""  # e.g. records the flattener quarantined
+    # group -> the values of its measure observations (one per observed subject), where the source states them
+    observations: Mapping[int | str, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Check:
+    """One expected number: a population count, or (population ``observations``) the sorted observation values."""
+
     group_id: str
     population: str
-    expected: int
-    actual: int
+    expected: int | tuple[float, ...]
+    actual: int | tuple[float, ...]
 
     @property
     def ok(self) -> bool:
@@ -260,7 +266,9 @@ def load_case(path: Path) -> Case:
         raise DeckError(f"{path}: YAML syntax: {exc}") from None
     if not isinstance(data, Mapping):
         raise DeckError(f"{path}: expected a mapping")
-    unknown = sorted(set(data) - {"description", "period", "patient", "tables", "expect", "group"})
+    unknown = sorted(
+        set(data) - {"description", "period", "patient", "tables", "expect", "group", "observations"}
+    )
     if unknown:
         raise DeckError(f"{path}: unknown key(s) {', '.join(unknown)}")
     case_id = path.stem
@@ -289,6 +297,9 @@ def load_case(path: Path) -> Case:
             if name not in POPULATIONS:
                 raise DeckError(f"expect: unknown population {name!r}")
             expect[name] = int(value)
+        observations = data.get("observations")
+        if observations is not None and not isinstance(observations, list):
+            raise DeckError("observations: expected a list of numbers")
         period = data.get("period")
         span = None
         if period is not None:
@@ -303,6 +314,9 @@ def load_case(path: Path) -> Case:
         {data.get("group", 0): expect},
         (case_id,),
         str(path),
+        observations=(
+            {} if observations is None else {data.get("group", 0): _observed(float(v) for v in observations)}
+        ),
     )
 
 
@@ -332,13 +346,21 @@ def load_official_case(path: Path, title: str = "") -> Case:
         raise DeckError(f"{path}: expected one MeasureReport, found {len(reports)}")
     report = reports[0]
     expect: dict[int | str, dict[str, int]] = {}
+    observations: dict[int | str, tuple[float, ...]] = {}
     for gi, group in enumerate(report.get("group", [])):
         counts = {}
+        values = []
         for pop in group.get("population", []):
             code = pop["code"]["coding"][0]["code"]
             if code in FHIR_POPULATION:
                 counts[FHIR_POPULATION[code]] = int(pop.get("count", 0))
+            elif code.endswith("-observation"):
+                # MADiE test cases state each observed episode's value as the `count` of one
+                # measure-population-observation (numerator-/denominator-observation) entry
+                values.append(float(pop.get("count", 0)))
         expect[gi] = counts
+        if values:
+            observations[gi] = _observed(values)
     period = report.get("period", {})
     span = (date.fromisoformat(period["start"][:10]), date.fromisoformat(period["end"][:10]))
     bundle = {
@@ -361,7 +383,12 @@ def load_official_case(path: Path, title: str = "") -> Case:
     notes = "; ".join(
         f"rejected {r['resource_type']}/{r['id']}: {r['reason']}" for r in flat.rejected.iter_rows(named=True)
     )
-    return Case(path.stem, description, span, tables, expect, patients, str(path), notes)
+    return Case(path.stem, description, span, tables, expect, patients, str(path), notes, observations)
+
+
+def _observed(values: Iterable[float]) -> tuple[float, ...]:
+    """Observation values as compared: rounded (decimal results), sorted (episodes have no order)."""
+    return tuple(sorted(round(v, 6) for v in values))
 
 
 def load_official(folder: Path) -> list[Case]:
@@ -433,5 +460,16 @@ def run_deck(plan: Any, cases: Sequence[Case], *, tz_offset_min: int = 0) -> lis
                 for population, count in expected.items():
                     actual = int(rows[population].fill_null(False).sum()) if population in rows.columns else 0
                     checks.append(Check(group_id, population, count, actual))
+            for key, values in case.observations.items():
+                group_id = group_ids[key] if isinstance(key, int) and key < len(group_ids) else str(key)
+                rows = mine.filter(pl.col("group_id") == group_id) if "group_id" in mine.columns else mine
+                got = [
+                    v
+                    for c in rows.columns
+                    if c.startswith("obs:")
+                    for v in rows[c].to_list()
+                    if v is not None
+                ]
+                checks.append(Check(group_id, "observations", values, _observed(got)))
             results[case.id] = CaseResult(case, tuple(checks))
     return [results[c.id] for c in cases]

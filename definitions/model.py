@@ -367,7 +367,7 @@ class Pick(Frozen):
     class Spec(Frozen):
         from_: EventSet = Field(alias="from")
         by: Literal["latest", "earliest", "lowest", "highest"]
-        time: Literal["start", "end", "latest", "earliest"] = "latest"
+        time: Literal["start", "end", "latest", "earliest", "supply_start", "supply_end"] = "latest"
         day: Literal["latest", "earliest"] | None = None
         component: CodeRef | None = None
         unit: str | None = None
@@ -382,9 +382,14 @@ class CoveredDays(Frozen):
     window (overlaps counted once), compared."""
 
     class Spec(Frozen):
+        """With ``relative_to``, the window may name ``other.*`` (a row of that event set): the condition holds
+        when the covered days compare true for some such row (CMS128: days covered in the 114 days after the
+        first antidepressant dispense)."""
+
         from_: EventSet = Field(alias="from")
         window: Target
         compare: Compare
+        relative_to: EventSet | None = None
 
     covered_days: Spec
 

@@ -305,7 +305,7 @@ class _Compiler:
             if table != "condition":
                 self.err(scope, path, f"{side}.prevalence is defined for conditions, not {table}")
             self.need(table, "clinical_status")
-        if any(r.endswith("supply") for r in mine):
+        if any(r.split(".", 1)[-1] in ("supply", "supply_start", "supply_end") for r in mine):
             if table not in SUPPLY_COLUMNS:
                 self.err(
                     scope,
@@ -315,7 +315,7 @@ class _Compiler:
             else:
                 self.need(table, *SUPPLY_COLUMNS[table])
                 self.supply.add(table)
-        builtin = {"start", "end", "latest", "earliest", "prevalence", "supply"}
+        builtin = {"start", "end", "latest", "earliest", "prevalence", "supply", "supply_start", "supply_end"}
         for ref in mine:
             part = ref.split(".", 1)[1] if "." in ref else ""
             if part and part not in builtin:
@@ -428,7 +428,14 @@ class _Compiler:
         if use_supply:
             self.need(table, *SUPPLY_COLUMNS[table])
             self.supply.add(table)
-        return CoveredDaysIR(events, spec.window, spec.compare, use_supply)
+        relative = None
+        window_timing = Timing.model_validate({"rel": "during", "left": "period", "right": spec.window})
+        if spec.relative_to is not None:
+            relative = self.events(scope, (*path, "covered_days", "relative_to"), spec.relative_to)
+            self.timing_columns(self.table_of(relative), window_timing, "other", scope, path)
+        elif "other" in repr(spec.window):
+            self.err(scope, (*path, "covered_days", "window"), "other.* in a window needs relative_to")
+        return CoveredDaysIR(events, spec.window, spec.compare, use_supply, relative)
 
     def population(self, scope: str, path: Path, node: Any) -> CondIR:
         """A population criterion: a condition, or an event set (its episodes / has one)."""

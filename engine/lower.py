@@ -439,25 +439,49 @@ class Lowerer:
         return pl.when(has).then(ok).otherwise(pl.lit(node.missing))
 
     def covered(self, node: CoveredDaysIR) -> pl.Expr:
+        """Days of the window covered by the union of the rows' intervals (supply days for medications); with
+        a relative event set, per row of it (the window then names ``other.*``), true when any row satisfies."""
         name = self.fresh("covered")
         window = timeexpr.resolve_target(node.window, self.period, "day")
         assert isinstance(window, timeexpr.Span)
         interval = timeexpr.data_value(TimeRef(ref="this.supply" if node.use_supply else "this"), "day")
         assert isinstance(interval, timeexpr.Span)
-        rows = (
-            self.events(node.events)
-            .filter(interval.lo.is_not_null() & interval.hi.is_not_null())  # max/min_horizontal skip nulls
-            .select(
-                "patient_id",
-                pl.max_horizontal(interval.lo, window.lo).alias("_lo"),
-                pl.min_horizontal(interval.hi, window.hi).alias("_hi"),
+        lo = window.lo + pl.duration(days=1) if window.closed[0] == "(" else window.lo
+        hi = window.hi - pl.duration(days=1) if window.closed[1] == ")" else window.hi
+        rows = self.events(node.events).filter(interval.lo.is_not_null() & interval.hi.is_not_null())
+        keys = ["patient_id"]
+        if node.relative is not None:
+            other = self.events(node.relative)
+            other = other.rename({c: f"{c}_o" for c in other.collect_schema().names() if c != "patient_id"})
+            rows = other.join(rows, on="patient_id", how="left")
+            keys = ["patient_id", "_row_o"]
+        clipped = (
+            rows.select(
+                *keys,
+                pl.max_horizontal(interval.lo, lo).alias("_lo"),
+                pl.min_horizontal(interval.hi, hi).alias("_hi"),
+                (interval.lo.is_not_null() & lo.is_not_null() & hi.is_not_null()).alias("_known"),
+                (lo.is_not_null() & hi.is_not_null()).alias("_window_known"),
             )
-            .drop_nulls()
-            .filter(pl.col("_lo") <= pl.col("_hi"))
+            .with_columns(
+                pl.when(pl.col("_known") & (pl.col("_lo") <= pl.col("_hi")))
+                .then(pl.date_ranges("_lo", "_hi"))
+                .otherwise(pl.lit([], dtype=pl.List(pl.Date)))
+                .alias("_day")
+            )
+            .explode("_day")
         )
-        days = rows.select("patient_id", pl.date_ranges("_lo", "_hi").alias("_day")).explode("_day")
-        frame = days.group_by("patient_id").agg(pl.col("_day").n_unique().cast(pl.UInt32).alias(name))
-        return compare(self.agg(frame, pl.lit(0, dtype=pl.UInt32)), node.compare)
+        counted = clipped.group_by(keys).agg(
+            pl.when(pl.col("_window_known").all())  # an unknown window end: the count is unknown
+            .then(pl.col("_day").drop_nulls().n_unique().cast(pl.UInt32))
+            .alias("_n")
+        )
+        if node.relative is None:
+            frame = counted.select("patient_id", pl.col("_n").alias(name))
+            return compare(self.agg(frame, pl.lit(0, dtype=pl.UInt32)), node.compare)
+        satisfied = counted.filter(compare(pl.col("_n"), node.compare).fill_null(False))
+        frame = satisfied.select("patient_id").unique().with_columns(pl.lit(True).alias(name))
+        return self.agg(frame, pl.lit(False))
 
     # ------------------------------------------------------------------------------------------ subjects
     def define_expr(self, name: str, node: CondIR | EventsIR) -> pl.Expr:

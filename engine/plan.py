@@ -149,6 +149,7 @@ class CoveredDaysIR:
     window: Target
     compare: Compare
     use_supply: bool = False
+    relative: EventsIR | None = None
 
 
 @dataclass(frozen=True)

@@ -372,15 +372,22 @@ class _Evaluator:
 
     def covered_days(self, spec: CoveredDays.Spec, scope: str) -> bool:
         """Days of the window (local dates) covered by the rows' intervals: the supply interval for
-        medication requests and dispenses, the row's ``[start, end]`` otherwise (closed null ends)."""
-        win = window(spec.window, self.ctx)
+        medication requests and dispenses, the row's ``[start, end]`` otherwise (closed null ends). With
+        ``relative_to``, true when some row of that set (``other`` in the window) gives a count that holds."""
+        value = self.events(spec.from_, scope)
+        if spec.relative_to is None:
+            return self._covered(value, spec, self.ctx) is True
+        anchors = self.events(spec.relative_to, scope).rows
+        return any(self._covered(value, spec, self.with_rows({}, row)) is True for row in anchors)
+
+    def _covered(self, value: EventSetValue, spec: CoveredDays.Spec, ctx: TimeContext) -> bool | None:
+        win = window(spec.window, ctx)
         lo, hi = win.lo.reduce("day"), win.hi.reduce("day")
         if not isinstance(lo, date) or not isinstance(hi, date):
             return compare_number(None, spec.compare)
         first = lo.toordinal() + (0 if win.lo_closed else 1)
         last = hi.toordinal() - (0 if win.hi_closed else 1)
         covered: set[int] = set()
-        value = self.events(spec.from_, scope)
         for row in value.rows:
             medication = value.table in ("medication_request", "medication_dispense")
             interval = supply_interval(row) if medication else row_interval(row)

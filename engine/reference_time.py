@@ -146,6 +146,9 @@ def anchor(ref: str, ctx: TimeContext) -> Point | Interval:
         return UNKNOWN if value is None else Point(value, off)
     if part == "supply":
         return supply_interval(row)
+    if part in ("supply_start", "supply_end"):
+        supply = supply_interval(row)
+        return supply.lo if part == "supply_start" else supply.hi
     if part not in ("start", "end"):
         value = utc(row.get(part))  # one of the row's own instant columns
         return UNKNOWN if value is None else Point(value, off)

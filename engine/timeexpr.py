@@ -89,6 +89,14 @@ def data_value(ref: TimeRef, precision: str) -> Point | Span:
 
     if part == "interval":
         return Span(conv(lo), conv(hi))
+    if part in ("supply_start", "supply_end"):
+        day = pl.col(f"_{part}{side}")
+        if precision == "day":
+            return Point(_offset(day, ref.offset))
+        instant = day.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        if part == "supply_end":
+            instant = instant.dt.offset_by("1d") - pl.duration(microseconds=1)
+        return Point(_offset(instant, ref.offset))
     if part == "supply":
         first, last = pl.col(f"_supply_start{side}"), pl.col(f"_supply_end{side}")
         if precision == "day":

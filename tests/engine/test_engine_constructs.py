@@ -183,3 +183,24 @@ def test_union_across_tables_counts_distinct_days() -> None:
     assert truth(cond, tables) is True and _engine_truth(cond, tables) is True
     tables["procedure"] = tables["procedure"][:1]
     assert truth(cond, tables) is False and _engine_truth(cond, tables) is False
+
+
+def test_covered_days_relative_to_a_chosen_row() -> None:
+    """CMS128 style: days covered in the 114 days from the first dispense's supply start, at least 84."""
+    dispenses = [
+        row("d1", None, None, medication=code("1"), when_handed_over=dt(2025, 3, 1), days_supply=30.0),
+        row("d2", None, None, medication=code("1"), when_handed_over=dt(2025, 4, 1), days_supply=30.0),
+        row("d3", None, None, medication=code("1"), when_handed_over=dt(2025, 5, 5), days_supply=30.0),
+    ]
+    first = {"from": "medication_dispense", "valueset": "a", "where": [{"without": {
+        "from": "medication_dispense", "valueset": "a"},
+        "timing": {"left": "other.supply_start", "rel": "before", "right": "this.supply_start"}}]}
+    cond = {"covered_days": {
+        "from": {"from": "medication_dispense", "valueset": "a"},
+        "relative_to": first,
+        "window": {"start": "other.supply_start", "end": {"ref": "other.supply_start", "offset": "114 days"}},
+        "compare": {"op": ">=", "value": 84}}}  # fmt: skip
+    tables = {"medication_dispense": dispenses}
+    assert truth(cond, tables) is True and _engine_truth(cond, tables) is True  # 30 + 30 + 30 = 90 days
+    tables = {"medication_dispense": dispenses[:2]}
+    assert truth(cond, tables) is False and _engine_truth(cond, tables) is False  # 60 days

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export POLARS_MAX_THREADS ?= 2
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test lint bench deploy-check layer clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# AWS: cfn-lint on the raw and the SAM-expanded template (tools in their own venv under .tools/)
+deploy-check:
+	scripts/deploy_check.sh
+
+# AWS: the stripped, precompiled polars layer and the code package (needs PyPI; see docs/deploy.md)
+layer:
+	scripts/build_layer.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from datasets.source import DataSource
+
+if TYPE_CHECKING:
+    from engine.results import Results
 from engine.errors import EvaluationError
 from engine.lower import Bound, Lowerer, lower
 from engine.plan import EventsIR, MeasurePlan, NamedEventsIR, RelatedTest, RetrieveIR, UnionIR
@@ -50,12 +54,48 @@ class EvaluationConfig:
 
 @dataclass
 class EvaluationResult:
-    """One row per subject x measure x group (``subjects``), and the plans and config that produced it."""
+    """One row per subject x measure x group (``subjects``), and the plans and config that produced it.
+
+    In a notebook it answers the usual questions directly: ``.summary()``, ``.gaps()``,
+    ``.attrition(measure)``, ``.explain(patient_id, measure)``, ``.measure_reports(kind)``, ``.html(path)``.
+    """
 
     subjects: pl.DataFrame
     plans: tuple[MeasurePlan, ...]
     config: EvaluationConfig
     counts: dict[str, int] = field(default_factory=dict)
+    source: DataSource | None = None
+
+    def _results(self) -> Results:
+        from engine.results import Results
+
+        return Results(self, self.source)
+
+    def summary(self) -> pl.DataFrame:
+        """Counts and score per measure x group (and stratum)."""
+        return self._results().summary()
+
+    def gaps(self) -> pl.DataFrame:
+        """Care gaps: denominator members not (or, for inverse measures, still) in the numerator."""
+        return self._results().gaps()
+
+    def attrition(self, measure: str, *, supplemental: bool = False) -> pl.DataFrame:
+        """How many subjects each population step kept and dropped, per group and stratum."""
+        return self._results().attrition(measure, supplemental=supplemental)
+
+    def explain(self, patient_id: str, measure: str) -> pl.DataFrame:
+        """Which named definitions were true for the patient, with the evidence behind them."""
+        return self._results().explain(patient_id, measure)
+
+    def measure_reports(
+        self, kind: str = "summary", *, measure: str | None = None, patient_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """FHIR MeasureReports (summary, subject-list, or individual for one patient)."""
+        return self._results().measure_reports(kind, measure=measure, patient_id=patient_id)  # type: ignore[arg-type]
+
+    def html(self, path: str | None = None) -> str:
+        """The self-contained HTML report (written to ``path`` when given)."""
+        return self._results().html(path)
 
 
 @dataclass
@@ -330,4 +370,4 @@ def evaluate(
         raise EvaluationError(f"evaluating measures failed: {exc.__class__.__name__}: {exc}") from exc
     # each part is ordered by patient (then episode) within its groups; plans keep the order they were given
     subjects = pl.concat(parts, how="diagonal_relaxed")
-    return EvaluationResult(subjects, plan_list, config)
+    return EvaluationResult(subjects, plan_list, config, source=source)

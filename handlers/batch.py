@@ -319,6 +319,25 @@ def _document(run: RunPlan, plans: Sequence[MeasurePlan], frame: pl.DataFrame) -
     }
 
 
+def _publish_reports(run: RunPlan, plans: Sequence[MeasurePlan], document: dict[str, Any]) -> None:
+    """FHIR summary MeasureReports (one Bundle) and the HTML report, beside the summary; deterministic bytes."""
+    from pathlib import Path
+
+    from engine.report import summary_report
+    from handlers.commands.report import render_run
+
+    config = _config(run)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": summary_report(document, p, config.period_for(p))} for p in plans],
+    }
+    storage.write_bytes(storage.join(run.root, "measure-reports.json"), dumps(bundle))
+    local = None if storage.is_s3(run.root) else Path(run.root)
+    page, _facts = render_run(local, run, document, list(plans))
+    storage.write_bytes(storage.join(run.root, "report.html"), page.encode("utf-8"))
+
+
 def reduce(run: RunPlan | Mapping[str, Any]) -> Summary:
     """Merge every shard's counts exactly, reconcile with the manifest, write ``summary.json`` last."""
     run = _as_run(run)
@@ -343,8 +362,9 @@ def reduce(run: RunPlan | Mapping[str, Any]) -> Summary:
         )
     frame = _merge(docs)
     document = _document(run, plans, frame)
+    _publish_reports(run, plans, document)
     path = storage.join(run.root, "summary.json")
-    storage.write_bytes(path, dumps(document))
+    storage.write_bytes(path, dumps(document))  # last: the commit marker of a complete run
     log.info("run %s reduced: %d shards, %d patients", run.run_id, len(docs), seen)
     return Summary(run.run_id, path, document, frame)
 

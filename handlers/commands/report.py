@@ -40,12 +40,6 @@ def find_run(path: Path) -> Path:
 
 def build(run_dir: Path, *, use_subjects: bool = True) -> tuple[str, dict[str, Any]]:
     """(HTML page, facts about how it was built) for a run folder."""
-    import polars as pl
-
-    from engine import html_report
-    from engine.library import library_hash
-    from engine.report import SDE_COLUMNS, merge_tallies, tally, tally_from_summary
-    from engine.results import engine_version, tz_policy
     from handlers import batch
 
     root = find_run(run_dir)
@@ -56,13 +50,28 @@ def build(run_dir: Path, *, use_subjects: bool = True) -> tuple[str, dict[str, A
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     evaluated = set(summary.get("measures", {}))
     plans = [p for p in batch.compiled(run.measures, run.valuesets) if p.measure_id in evaluated]
+    return render_run(root, run, summary, plans, use_subjects=use_subjects)
+
+
+def render_run(
+    root: Path | None, run: Any, summary: dict[str, Any], plans: list[Any], *, use_subjects: bool = True
+) -> tuple[str, dict[str, Any]]:
+    """The HTML page of a reduced run: counts from the subjects files when the run folder is local (with
+    supplemental-data breakdowns), else from the summary."""
+    import polars as pl
+
+    from engine import html_report
+    from engine.library import library_hash
+    from engine.report import SDE_COLUMNS, merge_tallies, tally, tally_from_summary
+    from engine.results import engine_version, tz_policy
+
     warnings: list[str] = []
     if library_hash(plans) != run.library_hash:
         warnings.append(
             f"the definitions or value sets changed since this run (library {library_hash(plans)}, "
             f"run {run.library_hash}): titles and value-set lists are today's"
         )
-    files = sorted((root / "subjects").glob("shard=*/*.parquet")) if use_subjects else []
+    files = sorted((root / "subjects").glob("shard=*/*.parquet")) if use_subjects and root else []
     from_counts = tally_from_summary(summary)
     if files:
         parts = []

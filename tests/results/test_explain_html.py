@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -53,7 +54,7 @@ def test_explain_hand_case_shows_the_mammogram() -> None:
     }
     assert res.gaps().height == 0
     # without a source: truth values, no evidence
-    bare = Results(res.result).explain(patient, "CMS125")
+    bare = Results(dataclasses.replace(res.result, source=None)).explain(patient, "CMS125")
     assert bare["result"].to_list() == frame["result"].to_list() and bare["n_evidence"].sum() == 0
 
 

@@ -186,11 +186,12 @@ def supply_interval(row: dict[str, Any]) -> Interval:
         last = utc(row.get("bounds_end"))
     if begin is None:
         return Interval(UNKNOWN, UNKNOWN)
-    first_day = begin.date()
+    offset = timedelta(minutes=row.get("tz_offset_min") or 0)
+    first_day = (begin + offset).date()
     if days is not None and days > 0:
         last_day = first_day + timedelta(days=math.ceil(days) - 1)
     elif last is not None:
-        last_day = last.date()
+        last_day = (last + offset).date()
     else:
         return Interval(UNKNOWN, UNKNOWN)
     lo = datetime.combine(first_day, time.min, UTC)

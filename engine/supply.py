@@ -13,12 +13,12 @@ import polars as pl
 PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0}
 
 REQUEST_COLUMNS = (
-    "bounds_start", "bounds_end", "authored_on", "validity_start", "timing_frequency", "timing_frequency_max",
-    "timing_period", "timing_period_unit", "timing_times_of_day", "dose_value", "expected_supply_days",
+    "tz_offset_min", "bounds_start", "bounds_end", "authored_on", "validity_start", "timing_frequency",
+    "timing_frequency_max", "timing_period", "timing_period_unit", "timing_times_of_day", "dose_value", "expected_supply_days",
     "dispense_quantity", "refills",
 )  # fmt: skip
 DISPENSE_COLUMNS = (
-    "when_handed_over", "when_prepared", "days_supply", "quantity", "dose_value", "timing_frequency",
+    "tz_offset_min", "when_handed_over", "when_prepared", "days_supply", "quantity", "dose_value", "timing_frequency",
     "timing_frequency_max", "timing_period", "timing_period_unit", "timing_times_of_day",
 )  # fmt: skip
 SUPPLY_COLUMNS = {"medication_request": REQUEST_COLUMNS, "medication_dispense": DISPENSE_COLUMNS}
@@ -34,6 +34,11 @@ def _doses_per_day() -> pl.Expr:
     return pl.coalesce(daily, pl.when(times > 0).then(times), pl.lit(1.0))
 
 
+def _local_date(instant: pl.Expr) -> pl.Expr:
+    """CQL ``date from`` a value: its calendar date in the offset it was recorded with (UTC when none)."""
+    return (instant + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0).cast(pl.Int64))).dt.date()
+
+
 def _end(start: pl.Expr, days: pl.Expr) -> pl.Expr:
     """start + (days - 1) days, whole days (a partial day covers the day it starts)."""
     return start + pl.duration(days=(days.ceil() - 1).cast(pl.Int64))
@@ -42,7 +47,9 @@ def _end(start: pl.Expr, days: pl.Expr) -> pl.Expr:
 def supply_columns(table: str) -> list[pl.Expr]:
     """``_supply_start`` and ``_supply_end`` (Date) for a medication_request or medication_dispense frame."""
     if table == "medication_request":
-        start = pl.coalesce(pl.col("bounds_start"), pl.col("authored_on"), pl.col("validity_start")).dt.date()
+        start = _local_date(
+            pl.coalesce(pl.col("bounds_start"), pl.col("authored_on"), pl.col("validity_start"))
+        )
         by_quantity = pl.col("dispense_quantity") / (pl.col("dose_value") * _doses_per_day())
         total = pl.coalesce(pl.col("expected_supply_days"), by_quantity) * (
             1 + pl.col("refills").fill_null(0).cast(pl.Float64)
@@ -51,10 +58,10 @@ def supply_columns(table: str) -> list[pl.Expr]:
             pl.when(start.is_not_null() & total.is_not_null() & (total > 0))
             .then(_end(start, total))
             .when(start.is_not_null() & pl.col("bounds_end").is_not_null())
-            .then(pl.col("bounds_end").dt.date())
+            .then(_local_date(pl.col("bounds_end")))
         )
         return [pl.when(end.is_not_null()).then(start).alias("_supply_start"), end.alias("_supply_end")]
-    start = pl.coalesce(pl.col("when_handed_over"), pl.col("when_prepared")).dt.date()
+    start = _local_date(pl.coalesce(pl.col("when_handed_over"), pl.col("when_prepared")))
     days = pl.coalesce(pl.col("days_supply"), pl.col("quantity") / (pl.col("dose_value") * _doses_per_day()))
     end = pl.when(start.is_not_null() & days.is_not_null() & (days > 0)).then(_end(start, days))
     return [pl.when(end.is_not_null()).then(start).alias("_supply_start"), end.alias("_supply_end")]

@@ -14,8 +14,8 @@ PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0
 
 REQUEST_COLUMNS = (
     "tz_offset_min", "bounds_start", "bounds_end", "authored_on", "validity_start", "timing_frequency",
-    "timing_frequency_max", "timing_period", "timing_period_unit", "timing_times_of_day", "dose_value", "expected_supply_days",
-    "dispense_quantity", "refills",
+    "timing_frequency_max", "timing_period", "timing_period_unit", "timing_times_of_day", "dose_value",
+    "expected_supply_days", "dispense_quantity", "refills",
 )  # fmt: skip
 DISPENSE_COLUMNS = (
     "tz_offset_min", "when_handed_over", "when_prepared", "days_supply", "quantity", "dose_value", "timing_frequency",

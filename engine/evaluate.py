@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -35,8 +35,10 @@ class EvaluationConfig:
 
     ``period_*`` override each measure's default measurement period; ``tz_offset_min`` is the evaluation time
     zone's offset (period boundaries are local midnights there); ``evaluated_at`` is recorded, never used as
-    "now"; ``streaming`` selects polars' streaming engine for the scan phase (batch) or the in-memory one (a
-    single patient, where start-up cost dominates).
+    "now"; ``stage="eligibility"`` answers only who is eligible (initial population, denominator, exclusions,
+    exceptions: the cheapest question a point-of-care app asks; the performance populations come back null);
+    ``streaming`` selects polars' streaming engine for the scan phase (batch) or the in-memory one (a single
+    patient, where start-up cost dominates).
     """
 
     period_start: date | None = None
@@ -45,6 +47,7 @@ class EvaluationConfig:
     evaluated_at: datetime | None = None
     streaming: bool = True
     materialize_events: bool = True
+    stage: Literal["all", "eligibility"] = "all"
 
     def period_for(self, plan: MeasurePlan) -> Period:
         return Period(
@@ -363,7 +366,7 @@ def evaluate(
     bound = bind(plan_list, source, streaming=config.streaming)
     if config.materialize_events:
         materialize_events(plan_list, bound, config)
-    lazies = [lower(plan, bound, config.period_for(plan)) for plan in plan_list]
+    lazies = [lower(plan, bound, config.period_for(plan), config.stage) for plan in plan_list]
     try:
         parts = pl.collect_all(lazies, engine="in-memory")
     except pl.exceptions.PolarsError as exc:

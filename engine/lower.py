@@ -6,7 +6,7 @@ Nothing here collects; ``engine.evaluate`` decides when and how.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,6 +48,12 @@ from engine.populations import cascade
 from engine.units import CONVERSIONS, factor
 
 KEYS = ("patient_id",)
+# populations that decide who is eligible; the rest (numerator, numerator exclusion, observations) measure
+# performance and are evaluated only for subjects in the initial population
+ELIGIBILITY_POPULATIONS = frozenset(
+    {"initial_population", "denominator", "denominator_exclusion", "denominator_exception",
+     "measure_population", "measure_population_exclusion"}
+)  # fmt: skip
 EPISODE_KEYS = ("patient_id", "episode_id")
 
 
@@ -105,8 +111,9 @@ def _coding_keys(column: str) -> pl.Expr:
 
 
 class Lowerer:
-    def __init__(self, plan: MeasurePlan, bound: Bound, period: timeexpr.Period) -> None:
+    def __init__(self, plan: MeasurePlan, bound: Bound, period: timeexpr.Period, stage: str = "all") -> None:
         self.plan = plan
+        self.stage = stage
         self.bound = bound
         self.period = period
         self.named: dict[str, pl.LazyFrame] = {}
@@ -489,7 +496,7 @@ class Lowerer:
             return self.has(NamedEventsIR(name, ()))
         return self.cond(node)
 
-    def reachable(self, roots: list[object]) -> set[str]:
+    def reachable(self, roots: Sequence[object]) -> set[str]:
         """Named definitions the roots depend on, transitively."""
         found: set[str] = set()
         stack = list(roots)
@@ -513,7 +520,15 @@ class Lowerer:
         subject outside it is false by the cascade), so most joins touch a small fraction of the rows."""
         ips = {g.id: dict(g.populations)["initial_population"] for g in self.plan.groups}
         early = self.reachable(list(ips.values()))
-        order = [name for name, _ in self.plan.defines]
+        eligibility_only = self.stage == "eligibility"
+        if eligibility_only:
+            needed = self.reachable(
+                [c for g in self.plan.groups for p, c in g.populations if p in ELIGIBILITY_POPULATIONS]
+                + [c for g in self.plan.groups for _, c in g.stratifiers]
+            )
+        order = [
+            name for name, _ in self.plan.defines if not eligibility_only or name in needed or name in early
+        ]
         exprs: dict[str, pl.Expr] = {}
         for name, node in self.plan.defines:
             if name in early:
@@ -521,16 +536,17 @@ class Lowerer:
         ip_exprs = {gid: self.cond(ip) for gid, ip in ips.items()}
         early_aggs = len(self.aggs)
         for name, node in self.plan.defines:
-            if name not in early:
+            if name not in early and name in order:
                 exprs[name] = self.define_expr(name, node)
         group_exprs = []
         for group in self.plan.groups:
             pops = {
                 pop: ip_exprs[group.id] if pop == "initial_population" else self.cond(cond)
                 for pop, cond in group.populations
+                if not eligibility_only or pop in ELIGIBILITY_POPULATIONS
             }
             strata = [(sid, self.cond(cond)) for sid, cond in group.stratifiers]
-            observations = [(o, self.obs(o.value)) for o in group.observations]
+            observations = [] if eligibility_only else [(o, self.obs(o.value)) for o in group.observations]
             group_exprs.append((group.id, pops, strata, observations))
         frame = self.subject_frame()
         for _name, agg, keys in self.aggs[:early_aggs]:
@@ -552,6 +568,11 @@ class Lowerer:
         outputs = []
         for gid, pops, strata, observations in group_exprs:
             populations = cascade(self.plan.scoring, pops)
+            if eligibility_only:
+                populations = {
+                    p: e if p in ELIGIBILITY_POPULATIONS else pl.lit(None, pl.Boolean)
+                    for p, e in populations.items()
+                }
             observed = [
                 pl.when(observed_members(populations, o.population)).then(value).alias(f"obs:{o.id}")
                 for o, value in observations
@@ -634,6 +655,8 @@ def define_column(name: str) -> str:
     return f"def:{name}"
 
 
-def lower(plan: MeasurePlan, bound: Bound, period: timeexpr.Period) -> pl.LazyFrame:
-    """The plan's per-subject result over the bound frames (lazy)."""
-    return Lowerer(plan, bound, period).subjects()
+def lower(plan: MeasurePlan, bound: Bound, period: timeexpr.Period, stage: str = "all") -> pl.LazyFrame:
+    """The plan's per-subject result over the bound frames (lazy). ``stage="eligibility"`` evaluates only the
+    eligibility populations (initial population, denominator, exclusions, exceptions); the performance ones
+    (numerator, numerator exclusion, observations) are then null: not evaluated."""
+    return Lowerer(plan, bound, period, stage).subjects()

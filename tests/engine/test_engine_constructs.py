@@ -192,9 +192,16 @@ def test_covered_days_relative_to_a_chosen_row() -> None:
         row("d2", None, None, medication=code("1"), when_handed_over=dt(2025, 4, 1), days_supply=30.0),
         row("d3", None, None, medication=code("1"), when_handed_over=dt(2025, 5, 5), days_supply=30.0),
     ]
-    first = {"from": "medication_dispense", "valueset": "a", "where": [{"without": {
-        "from": "medication_dispense", "valueset": "a"},
-        "timing": {"left": "other.supply_start", "rel": "before", "right": "this.supply_start"}}]}
+    first = {
+        "from": "medication_dispense",
+        "valueset": "a",
+        "where": [
+            {
+                "without": {"from": "medication_dispense", "valueset": "a"},
+                "timing": {"left": "other.supply_start", "rel": "before", "right": "this.supply_start"},
+            }
+        ],
+    }
     cond = {"covered_days": {
         "from": {"from": "medication_dispense", "valueset": "a"},
         "relative_to": first,
@@ -204,3 +211,21 @@ def test_covered_days_relative_to_a_chosen_row() -> None:
     assert truth(cond, tables) is True and _engine_truth(cond, tables) is True  # 30 + 30 + 30 = 90 days
     tables = {"medication_dispense": dispenses[:2]}
     assert truth(cond, tables) is False and _engine_truth(cond, tables) is False  # 60 days
+
+
+def test_eligibility_stage_leaves_performance_unevaluated() -> None:
+    """``stage="eligibility"`` answers the eligibility populations only; performance ones are null."""
+    from definitions import load_measure
+    from engine.library import load_valuesets
+    from measures import LIBRARY_DIR
+
+    plan = compile_measure(load_measure(LIBRARY_DIR / "cms125.yaml"), load_valuesets())
+    woman = {**PATIENT, "birth_date": date(1965, 1, 1)}
+    visit = row("e1", dt(2025, 3, 1), dt(2025, 3, 1), status="finished",
+                type=[{"system": "http://www.ama-assn.org/go/cpt", "code": "99213", "display": None}])  # fmt: skip
+    source = FrameSource(frames([woman], {"encounter": [visit]}))
+    full = evaluate([plan], source, EvaluationConfig()).subjects.row(0, named=True)
+    early = evaluate([plan], source, EvaluationConfig(stage="eligibility")).subjects.row(0, named=True)
+    assert full["initial_population"] is True and full["numerator"] is False
+    assert early["initial_population"] is True and early["denominator"] is True
+    assert early["numerator"] is None and early["numerator_exclusion"] is None

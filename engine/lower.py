@@ -6,6 +6,7 @@ Nothing here collects; ``engine.evaluate`` decides when and how.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -212,12 +213,14 @@ class Lowerer:
 
     def with_birth_date(self, frame: pl.LazyFrame, timing: Timing) -> pl.LazyFrame:
         """Timings relative to birth or death need those patient columns beside each row."""
-        present = set(frame.collect_schema().names())
-        wanted = [
-            column
-            for anchor, column in (("birth_date", "birth_date"), ("death", "deceased_datetime"))
-            if anchor in timing_anchors(timing) and column not in present
+        anchors = timing_anchors(timing)
+        needed = [
+            c for a, c in (("birth_date", "birth_date"), ("death", "deceased_datetime")) if a in anchors
         ]
+        if not needed:
+            return frame
+        present = set(frame.collect_schema().names())
+        wanted = [column for column in needed if column not in present]
         if not wanted:
             return frame
         return frame.join(self.bound.patients.select("patient_id", *wanted), on="patient_id", how="left")
@@ -235,23 +238,10 @@ class Lowerer:
         return frame.join(hits, on="_row", how="semi")
 
     def attr(self, node: AttrTest) -> pl.Expr:
-        col = pl.col(node.column)
-        if node.kind == "in":
-            return col.is_in(list(node.values))
-        if node.kind == "not_in":
-            return col.is_in(list(node.values)).not_().fill_null(True)
-        if node.kind == "compare":
-            assert node.compare is not None
-            return compare(col, node.compare)
-        if node.kind == "is_true":
-            return col.fill_null(False) if node.flag else col.fill_null(False).not_()
-        if node.kind == "is_null":
-            return col.is_null() if node.flag else col.is_not_null()
-        if node.kind == "codes":
-            keys = [f"{s}|{c}" for s, c in node.codes]
-        else:
+        if node.kind == "valueset":
             keys = sorted(self.bound.code_keys.get(node.values[0], frozenset()))
-        return _coding_keys(node.column).list.eval(pl.element().is_in(keys)).list.any()
+            return _coding_keys(node.column).list.eval(pl.element().is_in(keys)).list.any()
+        return attr_expr(node)
 
     def with_component(self, frame: pl.LazyFrame, component: tuple[str, str]) -> pl.LazyFrame:
         """The frame's rows with ``_cv``/``_cu``: the value and unit of their first component with the code."""
@@ -272,7 +262,7 @@ class Lowerer:
 
     def related(self, frame: pl.LazyFrame, node: RelatedTest) -> pl.LazyFrame:
         other = self.events(node.events)
-        other = other.rename({c: f"{c}_o" for c in other.collect_schema().names() if c != "patient_id"})
+        other = suffixed(other)
         joined = frame.join(other, on="patient_id", how="inner")
         cond = pl.lit(True)
         if node.link == "encounter":
@@ -286,9 +276,10 @@ class Lowerer:
         return frame.join(hits, on="_row", how="anti" if node.negate else "semi")
 
     # ------------------------------------------------------------------------------------------ aggregates
-    def agg(self, frame: pl.LazyFrame, default: pl.Expr | None, keys: tuple[str, ...] = KEYS) -> pl.Expr:
-        """Join a per-subject frame (keys + one column) to the subject frame; its column's expression."""
-        name = frame.collect_schema().names()[len(keys)]
+    def agg(
+        self, frame: pl.LazyFrame, default: pl.Expr | None, keys: tuple[str, ...] = KEYS, *, name: str
+    ) -> pl.Expr:
+        """Join a per-subject frame (keys + the column ``name``) to the subject frame; its column's expression."""
         self.aggs.append((name, frame, keys))
         col = pl.col(name)
         return col if default is None else col.fill_null(default)
@@ -302,7 +293,7 @@ class Lowerer:
             .unique()
             .with_columns(pl.lit(True).alias(name))
         )
-        return self.agg(frame, pl.lit(False), EPISODE_KEYS)
+        return self.agg(frame, pl.lit(False), EPISODE_KEYS, name=name)
 
     def has(self, events: EventsIR) -> pl.Expr:
         """An event set used as a criterion: the episode is in it (episode basis) or the patient has one."""
@@ -311,7 +302,7 @@ class Lowerer:
     def exists(self, events: EventsIR) -> pl.Expr:
         name = self.fresh("exists")
         frame = self.events(events).select("patient_id").unique().with_columns(pl.lit(True).alias(name))
-        return self.agg(frame, pl.lit(False))
+        return self.agg(frame, pl.lit(False), name=name)
 
     # ------------------------------------------------------------------------------------------ conditions
     def cond(self, node: CondIR) -> pl.Expr:
@@ -377,7 +368,7 @@ class Lowerer:
             return unit.cast(pl.Float64)
         name = self.fresh("count")
         frame = self.events(node.events).group_by("patient_id").agg(pl.col("_row").n_unique().alias(name))
-        return self.agg(frame, pl.lit(0, dtype=pl.UInt32)).cast(pl.Float64)
+        return self.agg(frame, pl.lit(0, dtype=pl.UInt32), name=name).cast(pl.Float64)
 
     def count(self, node: CountIR) -> pl.Expr:
         name = self.fresh("count")
@@ -388,7 +379,7 @@ class Lowerer:
             frame = rows.group_by("patient_id").agg(pl.col("_d").n_unique().alias(name))
         else:
             frame = rows.group_by("patient_id").agg(pl.col("_row").n_unique().alias(name))
-        counted = self.agg(frame, pl.lit(0, dtype=pl.UInt32))
+        counted = self.agg(frame, pl.lit(0, dtype=pl.UInt32), name=name)
         return compare(counted, node.compare)
 
     def age(self, node: AgeIR) -> pl.Expr:
@@ -441,8 +432,12 @@ class Lowerer:
         picked = ordered.unique(subset="patient_id", keep=keep, maintain_order=True)
         passed = self.apply(picked, node.test)
         p_name, ok_name = self.fresh("picked"), self.fresh("passed")
-        has = self.agg(picked.select("patient_id").with_columns(pl.lit(True).alias(p_name)), pl.lit(False))
-        ok = self.agg(passed.select("patient_id").with_columns(pl.lit(True).alias(ok_name)), pl.lit(False))
+        has = self.agg(
+            picked.select("patient_id").with_columns(pl.lit(True).alias(p_name)), pl.lit(False), name=p_name
+        )
+        ok = self.agg(
+            passed.select("patient_id").with_columns(pl.lit(True).alias(ok_name)), pl.lit(False), name=ok_name
+        )
         return pl.when(has).then(ok).otherwise(pl.lit(node.missing))
 
     def covered(self, node: CoveredDaysIR) -> pl.Expr:
@@ -459,7 +454,7 @@ class Lowerer:
         keys = ["patient_id"]
         if node.relative is not None:
             other = self.events(node.relative)
-            other = other.rename({c: f"{c}_o" for c in other.collect_schema().names() if c != "patient_id"})
+            other = suffixed(other)
             rows = other.join(rows, on="patient_id", how="left")
             keys = ["patient_id", "_row_o"]
         clipped = (
@@ -485,10 +480,10 @@ class Lowerer:
         )
         if node.relative is None:
             frame = counted.select("patient_id", pl.col("_n").alias(name))
-            return compare(self.agg(frame, pl.lit(0, dtype=pl.UInt32)), node.compare)
+            return compare(self.agg(frame, pl.lit(0, dtype=pl.UInt32), name=name), node.compare)
         satisfied = counted.filter(compare(pl.col("_n"), node.compare).fill_null(False))
         frame = satisfied.select("patient_id").unique().with_columns(pl.lit(True).alias(name))
-        return self.agg(frame, pl.lit(False))
+        return self.agg(frame, pl.lit(False), name=name)
 
     # ------------------------------------------------------------------------------------------ subjects
     def define_expr(self, name: str, node: CondIR | EventsIR) -> pl.Expr:
@@ -613,6 +608,30 @@ class Lowerer:
     def sde_columns(self) -> list[pl.Expr]:
         """The supplemental data elements, computed once per run when the patients were bound."""
         return [pl.col(name) for name in ("sde_sex", "sde_race", "sde_ethnicity", "sde_payer")]
+
+
+@functools.lru_cache(maxsize=4096)
+def attr_expr(node: AttrTest) -> pl.Expr:
+    """The filter expression of an attribute test (cached: plans are lowered once per request)."""
+    col = pl.col(node.column)
+    if node.kind == "in":
+        return col.is_in(list(node.values))
+    if node.kind == "not_in":
+        return col.is_in(list(node.values)).not_().fill_null(True)
+    if node.kind == "compare":
+        assert node.compare is not None
+        return compare(col, node.compare)
+    if node.kind == "is_true":
+        return col.fill_null(False) if node.flag else col.fill_null(False).not_()
+    if node.kind == "is_null":
+        return col.is_null() if node.flag else col.is_not_null()
+    keys = [f"{s}|{c}" for s, c in node.codes]
+    return _coding_keys(node.column).list.eval(pl.element().is_in(keys)).list.any()
+
+
+def suffixed(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Every column but ``patient_id`` renamed ``<name>_o``: the other side of a relation."""
+    return frame.select(pl.col("patient_id"), pl.all().exclude("patient_id").name.suffix("_o"))
 
 
 def is_ir(value: object) -> bool:

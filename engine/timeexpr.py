@@ -7,6 +7,7 @@ null is unknown. With day precision every value becomes its own local date first
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -159,6 +160,7 @@ def _le(a: pl.Expr, b: pl.Expr, strict: bool) -> pl.Expr:
     return a < b if strict else a <= b
 
 
+@functools.lru_cache(maxsize=4096)
 def relation(timing: Timing, period: Period) -> pl.Expr:
     """The boolean (Kleene) expression of a timing relation over the row's columns."""
     precision = "day" if timing.rel == "same_day" else timing.precision

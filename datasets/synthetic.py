@@ -40,9 +40,13 @@ ID_PREFIX = {
     "medication_request": "medrx",
     "immunization": "imm",
     "coverage": "cov",
+    "service_request": "sr",
+    "medication_dispense": "meddisp",
 }
 PARTIAL_TABLES = frozenset({"condition", "procedure", "immunization"})
-POINT_TABLES = frozenset({"observation", "medication_request", "immunization"})
+POINT_TABLES = frozenset(
+    {"observation", "medication_request", "immunization", "service_request", "medication_dispense"}
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class _CompiledRule:
     reasons: npt.NDArray[np.int32]
     values: npt.NDArray[np.int32]
     valueset_url: int
+    rcodes: npt.NDArray[np.int32]  # reasonCode codings (empty: none)
+    profile: int  # string index of the declared profile (0: none)
 
 
 def _compile(book: _Book, rule: world.Rule) -> _CompiledRule:
@@ -111,6 +117,8 @@ def _compile(book: _Book, rule: world.Rule) -> _CompiledRule:
         url, codes = "", (world.BP_PANEL,)
     elif rule.kind == "vaccine":
         url, codes = "", world.VACCINES
+    elif rule.codes:
+        url, codes = "", rule.codes
     else:
         url, codes = book.vs(rule.valueset)
     ix = np.array([book.coding(c) for c in codes], dtype=np.int32)
@@ -120,10 +128,12 @@ def _compile(book: _Book, rule: world.Rule) -> _CompiledRule:
         status = (("active", 1.0),)
     weights = np.array([w for _, w in status], dtype=np.float64)
     reasons = np.array([book.coding(c) for c in book.vs(rule.reason)[1]], dtype=np.int32)
-    values = np.array(
-        [book.coding(c) for c in book.vs(rule.value_valueset)[1]] if rule.value_valueset else [],
-        dtype=np.int32,
+    value_codes = book.vs(rule.value_valueset)[1] if rule.value_valueset else rule.value_codes
+    values = np.array([book.coding(c) for c in value_codes], dtype=np.int32)
+    rcodes = np.array(
+        [book.coding(c) for c in book.vs(rule.reason_code)[1]] if rule.reason_code else [], dtype=np.int32
     )
+    profile = world.BP_PROFILE if rule.kind == "bp" else rule.profile
     return _CompiledRule(
         rule,
         ix,
@@ -133,6 +143,8 @@ def _compile(book: _Book, rule: world.Rule) -> _CompiledRule:
         reasons,
         values,
         book.string(url or None),
+        rcodes,
+        book.string(profile),
     )
 
 
@@ -152,7 +164,13 @@ class _World:
             name: b.coding((OBSERVATION_CATEGORY, name, name.replace("-", " ").title()))
             for name in ("laboratory", "vital-signs", "imaging", "social-history", "survey")
         }
-        self.cond_cat = b.coding((CONDITION_CATEGORY, "encounter-diagnosis", "Encounter Diagnosis"))
+        self.cond_cat = {
+            name: b.coding((CONDITION_CATEGORY, name, display))
+            for name, display in (
+                ("encounter-diagnosis", "Encounter Diagnosis"),
+                ("problem-list-item", "Problem List Item"),
+            )
+        }
         self.bp_parts = (b.coding(world.BP_SYSTOLIC), b.coding(world.BP_DIASTOLIC))
         for s in (
             "mm[Hg]",
@@ -216,6 +234,8 @@ class _Events:
         "sys",
         "dia",
         "vs",
+        "rcode",
+        "profile",
     )
 
     def __init__(self) -> None:
@@ -264,6 +284,8 @@ def _events(
     p0 = (np.datetime64(f"{cfg.period_year}-01-01") - np.datetime64("1970-01-01")).astype(np.int64)
     tables: dict[str, _Events] = {}
     flags: dict[str, np.ndarray] = {}
+    anchors: dict[str, tuple[I64, I64]] = {}  # rule key -> (patient index, start) of its events
+    birth0 = (pat["birth"] - np.datetime64("1970-01-01")).astype(np.int64)
     for cr in w.rules:
         r = cr.rule
         elig = (pat["age"] >= r.ages[0]) & (pat["age"] <= r.ages[1])
@@ -272,14 +294,36 @@ def _events(
         if r.given is not None:
             key = r.given.lstrip("!")
             elig &= ~flags[key] if r.given.startswith("!") else flags[key]
-        sel = elig & (rng.random(n) < _step(pat["age"], r.prob))
+        if r.anchor is not None:
+            apidx, astart = anchors[r.anchor]
+            keep = elig[apidx] & (rng.random(len(apidx)) < _step(pat["age"][apidx], r.prob))
+            pidx = apidx[keep]
+            m = len(pidx)
+            sel = np.zeros(n, dtype=bool)
+            sel[pidx] = True
+            day = rng.integers(r.offset[0], r.offset[1] + 1, m)
+            start = astart[keep] + day * US_PER_DAY + rng.integers(r.lag[0], r.lag[1] + 1, m) * 60_000_000
+        else:
+            sel = elig & (rng.random(n) < _step(pat["age"], r.prob))
+            pos = np.flatnonzero(sel)
+            if r.doses:
+                counts = np.full(len(pos), r.doses, dtype=np.int64)
+            elif r.extra:
+                counts = 1 + rng.poisson(r.extra, len(pos))
+            else:
+                counts = np.ones(len(pos), dtype=np.int64)
+            pidx = np.repeat(pos, counts)
+            m = len(pidx)
+            if r.doses:
+                width = (r.window[1] - r.window[0] + 1) // r.doses
+                dose = np.tile(np.arange(r.doses), len(pos))
+                day = r.window[0] + dose * width + rng.integers(0, max(width, 1), m)
+            else:
+                day = rng.integers(r.window[0], r.window[1] + 1, m)
+            base = birth0[pidx] if r.from_birth else p0
+            start = (base + day) * US_PER_DAY + rng.integers(7 * 3600, 20 * 3600, m) * 1_000_000
         flags[r.key] = flags.get(r.key, np.zeros(n, dtype=bool)) | sel
-        pos = np.flatnonzero(sel)
-        counts = 1 + rng.poisson(r.extra, len(pos)) if r.extra else np.ones(len(pos), dtype=np.int64)
-        pidx = np.repeat(pos, counts)
-        m = len(pidx)
-        day = rng.integers(r.window[0], r.window[1] + 1, m)
-        start = (p0 + day) * US_PER_DAY + rng.integers(7 * 3600, 20 * 3600, m) * 1_000_000
+        anchors[r.key] = (pidx, start)
         if r.table in POINT_TABLES:
             dur = np.zeros(m, dtype=np.int64)
         elif r.table == "condition":
@@ -308,8 +352,9 @@ def _events(
         cat = (
             w.cat.get(r.category or "", -1)
             if r.table == "observation"
-            else (w.cond_cat if r.table == "condition" else -1)
+            else (w.cond_cat[r.category or "encounter-diagnosis"] if r.table == "condition" else -1)
         )
+        rcode = cr.rcodes[rng.integers(0, len(cr.rcodes), m)] if len(cr.rcodes) else np.full(m, -1)
         tables.setdefault(r.table, _Events()).add(
             pidx=pidx,
             start=start,
@@ -328,6 +373,8 @@ def _events(
             sys=sys_,
             dia=dia,
             vs=np.full(m, cr.valueset_url),
+            rcode=rcode,
+            profile=np.full(m, cr.profile),
         )
     return tables
 
@@ -339,6 +386,8 @@ _NEGATED = {
     "encounter": "cancelled",
     "condition": "active",
     "immunization": "not-done",
+    "service_request": "completed",
+    "medication_dispense": "declined",
 }
 
 
@@ -444,18 +493,21 @@ def _frame(
         cols = [
             reason.alias("status_reason"),
             code.alias("code"),
+            _codes(w, ev["rcode"]).alias("reason_code"),
             pl.lit("Period").alias("performed_type"),
             pl.when(pl.lit(pl.Series(neg))).then(pl.lit(s("vs"))).alias("not_done_valueset"),
         ]
     elif table == "observation":
-        is_bp = ~np.isnan(ev["sys"])
+        has_profile = ev["profile"] > 0
         has_q = ~np.isnan(ev["value"])
         has_c = ev["vconcept"] >= 0
         cols = [
             reason.alias("status_reason"),
             _codes(w, ev["category"]).alias("category"),
             code.alias("code"),
-            pl.when(pl.lit(pl.Series(is_bp))).then(pl.lit([BP_PROFILE_URL])).alias("profiles"),
+            pl.when(pl.lit(pl.Series(has_profile)))
+            .then(pl.concat_list(pl.lit(s("profile"))))
+            .alias("profiles"),
             pl.lit("dateTime").alias("effective_type"),
             (pl.col("start") + pl.duration(hours=6)).alias("issued"),
             pl.when(pl.lit(pl.Series(has_q)))
@@ -474,6 +526,7 @@ def _frame(
             pl.lit(pl.Series(neg)).alias("do_not_perform"),
             reason.alias("reason_refused"),
             code.alias("medication"),
+            _codes(w, ev["rcode"]).alias("reason_code"),
             pl.col("start").alias("authored_on"),
             pl.lit(1.0).alias("dose_value"),
             pl.lit("1").alias("dose_unit"),
@@ -483,6 +536,30 @@ def _frame(
             pl.lit(30.0).alias("expected_supply_days"),
             pl.lit(30.0).alias("dispense_quantity"),
             pl.lit(2, pl.Int32).alias("refills"),
+        ]
+    elif table == "medication_dispense":
+        cols = [
+            code.alias("medication"),
+            pl.col("start").alias("when_prepared"),
+            pl.col("start").alias("when_handed_over"),
+            pl.lit(30.0).alias("quantity"),
+            pl.lit("{tbl}").alias("quantity_unit"),
+            pl.lit(30.0).alias("days_supply"),
+            pl.lit(1.0).alias("dose_value"),
+            pl.lit("{tbl}").alias("dose_unit"),
+            pl.lit(1, pl.Int32).alias("timing_frequency"),
+            pl.lit(1.0).alias("timing_period"),
+            pl.lit("d").alias("timing_period_unit"),
+        ]
+    elif table == "service_request":
+        cols = [
+            pl.lit("order").alias("intent"),
+            pl.lit(pl.Series(neg)).alias("do_not_perform"),
+            reason.alias("reason_refused"),
+            code.alias("code"),
+            _codes(w, ev["rcode"]).alias("reason_code"),
+            pl.col("start").alias("authored_on"),
+            pl.lit("dateTime").alias("occurrence_type"),
         ]
     elif table == "immunization":
         cols = [

@@ -6,11 +6,22 @@ timing window relative to the measurement period, a status mix and an optional v
 prevalences are tuned so that the library measures land in realistic ranges (about 50-80 % screening,
 15-35 % poor HbA1c control among diabetics, 50-70 % controlled blood pressure among hypertensives).
 Changing the world means editing this table, not the generator.
+
+Structure: ``WORLD`` holds the patient-level rules (visits, chronic conditions, screenings: each event on its own
+random day), then ``EPISODES``: rules anchored to an earlier rule's events (``anchor``), for measures that relate
+rows to one another: a blood-pressure reading inside its office visit (CMS22, CMS165), a depression screening
+on the day of its visit with follow-up during it (CMS2), a BMI at its visit (CMS69), a pharyngitis visit with
+its diagnosis, antibiotic order and strep test (CMS146), a PHQ-9 above 9 at a visit then a follow-up PHQ-9 a
+year later (CMS159), an antidepressant first fill and monthly refills (CMS128), and admissions in the year
+after the period, for the 2026 hospital measures (CMS986, CMS871). Vaccines count from the birth date
+(``from_birth``) with a fixed number of doses on distinct days (CMS117). Appending rules keeps the earlier
+rules' random draws, so adding a measure's world does not move the other measures' rates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 # Measurement-period-relative windows, in days from January 1 of the period year.
 PERIOD = (0, 364)
@@ -90,6 +101,19 @@ BP_PANEL = ("http://loinc.org", "85354-9", "Blood pressure panel with all childr
 BP_SYSTOLIC = ("http://loinc.org", "8480-6", "Systolic blood pressure")
 BP_DIASTOLIC = ("http://loinc.org", "8462-4", "Diastolic blood pressure")
 BP_PROFILE = "http://hl7.org/fhir/StructureDefinition/bp"
+BMI = ("http://loinc.org", "39156-5", "Body mass index (BMI) [Ratio]")
+BMI_PROFILE = "http://hl7.org/fhir/StructureDefinition/bmi"
+ADULT_DEPRESSION_SCREEN = ("http://loinc.org", "73832-8", "Adult depression screening assessment")
+TEEN_DEPRESSION_SCREEN = ("http://loinc.org", "73831-0", "Adolescent depression screening assessment")
+SCREEN_NEGATIVE = ("http://snomed.info/sct", "428171000124102", "Depression screening negative (finding)")
+SCREEN_POSITIVE = ("http://snomed.info/sct", "428181000124104", "Depression screening positive (finding)")
+NEGATIVE = ("http://snomed.info/sct", "260385009", "Negative (qualifier value)")
+POSITIVE = ("http://snomed.info/sct", "10828004", "Positive (qualifier value)")
+# Result mixes: a value is drawn uniformly from the tuple, so repeating a code weights it.
+DEPRESSION_SCREEN_RESULTS = (SCREEN_NEGATIVE,) * 4 + (SCREEN_POSITIVE,)  # 20 % positive
+LAB_RESULTS = (NEGATIVE,) * 9 + (POSITIVE,)  # 10 % positive
+STREP_RESULTS = (NEGATIVE,) * 3 + (POSITIVE,)  # 25 % positive
+NEXT_YEAR = (365, 729)  # the year after the period: the 2026 hospital measures (CMS871, CMS986)
 VACCINES: tuple[tuple[str, str, str], ...] = (
     ("http://hl7.org/fhir/sid/cvx", "140", "Influenza, seasonal, injectable, preservative free"),
     ("http://hl7.org/fhir/sid/cvx", "150", "Influenza, injectable, quadrivalent, preservative free"),
@@ -128,6 +152,20 @@ class Rule:
     bp: tuple[float, float, float, float] = field(
         default=(120.0, 12.0, 76.0, 8.0)
     )  # sys mean/sd, dia mean/sd
+    # Episodes: ``anchor`` names an earlier rule; then ``prob`` applies to each of its events (not patients)
+    # and this rule's event starts ``offset`` days (uniform, inclusive) plus ``lag`` minutes after the anchor
+    # event's start, so a reading lands inside its encounter, a test a day after the visit, and so on.
+    anchor: str | None = None
+    offset: tuple[int, int] = (0, 0)
+    lag: tuple[int, int] = (1, 15)
+    from_birth: bool = False  # ``window`` counts days from the birth date instead of January 1 of the period
+    doses: int = (
+        0  # exactly this many events, one in each of ``doses`` equal slices of ``window`` (distinct days)
+    )
+    codes: tuple[tuple[str, str, str], ...] = ()  # fixed codes instead of ``valueset`` (LOINC panels, ...)
+    value_codes: tuple[tuple[str, str, str], ...] = ()  # fixed value concepts (result codes)
+    reason_code: str | None = None  # value set (by name) of the row's reasonCode
+    profile: str | None = None  # a declared profile (observation)
 
 
 E_FIN = (("finished", 0.985), ("cancelled", 0.01), ("in-progress", 0.005))
@@ -140,6 +178,7 @@ O_FINAL = (
     ("cancelled", 0.005),
 )
 M_ORDER = (("active", 0.6), ("completed", 0.33), ("stopped", 0.05), ("on-hold", 0.02))
+S_ORDER = (("active", 0.45), ("completed", 0.53), ("revoked", 0.02))
 C_ACTIVE = (("active", 0.95), ("recurrence", 0.01), ("resolved", 0.04))
 ADULT = (18, MAX_AGE)
 OLDER = (66, MAX_AGE)
@@ -235,6 +274,7 @@ WORLD: tuple[Rule, ...] = (
         CHRONIC_ONSET,
         ADULT,
         status=C_ACTIVE,
+        category="problem-list-item",
     ),
     Rule(
         "diabetes",
@@ -250,7 +290,16 @@ WORLD: tuple[Rule, ...] = (
     Rule("ckd5", "condition", "Chronic Kidney Disease, Stage 5", 0.003, CHRONIC_ONSET, (40, MAX_AGE)),
     Rule("transplant_dx", "condition", "Kidney Transplant Recipient", 0.002, CHRONIC_ONSET, ADULT),
     Rule("pregnancy", "condition", "Pregnancy", 0.05, PERIOD, (15, 44), "female"),
-    Rule("obesity", "condition", "Overweight or Obese", 0.30, CHRONIC_ONSET, ADULT, status=C_ACTIVE),
+    Rule(
+        "obesity",
+        "condition",
+        "Overweight or Obese",
+        0.30,
+        CHRONIC_ONSET,
+        ADULT,
+        status=C_ACTIVE,
+        category="problem-list-item",
+    ),
     Rule("bipolar", "condition", "Bipolar Disorder", 0.01, CHRONIC_ONSET, (12, MAX_AGE)),
     Rule("colon_cancer", "condition", "Malignant Neoplasm of Colon", 0.004, LAST_10_YEARS, (45, MAX_AGE)),
     Rule("frailty", "condition", "Frailty Diagnosis", 0.10, PERIOD, OLDER),
@@ -418,28 +467,26 @@ WORLD: tuple[Rule, ...] = (
         "observation",
         "",
         0.90,
-        PERIOD,
-        ADULT,
+        ages=ADULT,
         given="htn",
-        extra=1.2,
         status=O_FINAL,
         kind="bp",
         bp=(131.0, 14.0, 80.0, 10.0),
         category="vital-signs",
+        anchor="office",
     ),
     Rule(
         "bp_other",
         "observation",
         "",
-        0.60,
-        PERIOD,
-        ADULT,
+        0.85,
+        ages=ADULT,
         given="!htn",
-        extra=0.5,
         status=O_FINAL,
         kind="bp",
         bp=(118.0, 12.0, 75.0, 8.0),
         category="vital-signs",
+        anchor="office",
     ),
     Rule(
         "fobt",
@@ -481,6 +528,7 @@ WORLD: tuple[Rule, ...] = (
         "female",
         status=O_FINAL,
         category="laboratory",
+        value_codes=LAB_RESULTS,
     ),
     Rule(
         "hpv",
@@ -492,6 +540,7 @@ WORLD: tuple[Rule, ...] = (
         "female",
         status=O_FINAL,
         category="laboratory",
+        value_codes=LAB_RESULTS,
     ),
     Rule(
         "tobacco_user",
@@ -502,7 +551,7 @@ WORLD: tuple[Rule, ...] = (
         (12, MAX_AGE),
         status=O_FINAL,
         value_valueset="Tobacco User",
-        category="social-history",
+        category="survey",
     ),
     Rule(
         "tobacco_non_user",
@@ -514,7 +563,7 @@ WORLD: tuple[Rule, ...] = (
         given="!tobacco_user",
         status=O_FINAL,
         value_valueset="Tobacco Non User",
-        category="social-history",
+        category="survey",
     ),
     Rule("frailty_symptom", "observation", "Frailty Symptom", 0.05, PERIOD, OLDER, status=O_FINAL),
     # medications
@@ -570,3 +619,431 @@ WORLD: tuple[Rule, ...] = (
         kind="vaccine",
     ),
 )
+
+# Episodes and per-measure worlds, appended after the rules they anchor to (rule order is the random stream's
+# order: appending keeps every earlier rule's draws, and so the older measures' rates, unchanged).
+_VACCINE: dict[str, Any] = {"table": "immunization", "ages": (2, 2), "from_birth": True}
+EPISODES: tuple[Rule, ...] = (
+    # CMS2 depression screening at the screening visit (same day), follow-up during it or within 2 days
+    Rule(
+        "depression_screen_adult",
+        "observation",
+        "",
+        0.75,
+        ages=ADULT,
+        anchor="depression_enc",
+        lag=(-30, -5),
+        codes=(ADULT_DEPRESSION_SCREEN,),
+        status=O_FINAL,
+        value_codes=DEPRESSION_SCREEN_RESULTS,
+        category="survey",
+    ),
+    Rule(
+        "depression_screen_teen",
+        "observation",
+        "",
+        0.70,
+        ages=(12, 17),
+        anchor="depression_enc",
+        lag=(-30, -5),
+        codes=(TEEN_DEPRESSION_SCREEN,),
+        status=O_FINAL,
+        value_codes=DEPRESSION_SCREEN_RESULTS,
+        category="survey",
+    ),
+    Rule(
+        "depression_visit_follow_up",
+        "procedure",
+        "Follow Up for Adult Depression",
+        0.12,
+        ages=ADULT,
+        anchor="depression_enc",
+        lag=(5, 15),
+        status=P_DONE,
+    ),
+    Rule(
+        "depression_visit_referral",
+        "service_request",
+        "Referral for Adult Depression",
+        0.06,
+        ages=ADULT,
+        anchor="depression_enc",
+        offset=(0, 1),
+        status=S_ORDER,
+    ),
+    Rule(
+        "teen_depression_visit_follow_up",
+        "procedure",
+        "Follow Up for Adolescent Depression",
+        0.15,
+        ages=(12, 17),
+        anchor="depression_enc",
+        lag=(5, 15),
+        status=P_DONE,
+    ),
+    # CMS69 BMI at the BMI visit: higher among patients with an overweight/obesity problem
+    Rule(
+        "bmi_obese",
+        "observation",
+        "",
+        0.85,
+        given="obesity",
+        anchor="bmi_enc",
+        codes=(BMI,),
+        profile=BMI_PROFILE,
+        status=O_FINAL,
+        value=(32.0, 5.0, 25.0, 60.0),
+        unit="kg/m2",
+        category="vital-signs",
+    ),
+    Rule(
+        "bmi_other",
+        "observation",
+        "",
+        0.85,
+        given="!obesity",
+        anchor="bmi_enc",
+        codes=(BMI,),
+        profile=BMI_PROFILE,
+        status=O_FINAL,
+        value=(22.8, 2.6, 16.0, 29.9),
+        unit="kg/m2",
+        category="vital-signs",
+    ),
+    Rule(
+        "bmi_visit_follow_up",
+        "procedure",
+        "Follow Up for Above Normal BMI",
+        0.45,
+        given="obesity",
+        anchor="bmi_enc",
+        lag=(5, 15),
+        status=P_DONE,
+    ),
+    Rule(
+        "bmi_referral",
+        "service_request",
+        "Referrals Where Weight Assessment May Occur",
+        0.10,
+        given="obesity",
+        anchor="bmi_enc",
+        status=S_ORDER,
+        reason_code="Overweight or Obese",
+    ),
+    # CMS22 follow-up orders at office visits (blood pressure readings are anchored to them above)
+    Rule(
+        "bp_follow_up_6m",
+        "service_request",
+        "Follow Up Within 6 Months",
+        0.35,
+        ages=ADULT,
+        given="!htn",
+        anchor="office",
+        status=S_ORDER,
+    ),
+    Rule(
+        "bp_follow_up_4w",
+        "service_request",
+        "Follow Up Within 4 Weeks",
+        0.20,
+        ages=ADULT,
+        given="!htn",
+        anchor="office",
+        status=S_ORDER,
+    ),
+    Rule(
+        "bp_lifestyle",
+        "service_request",
+        "Lifestyle Recommendation",
+        0.30,
+        ages=ADULT,
+        given="!htn",
+        anchor="office",
+        status=S_ORDER,
+    ),
+    Rule(
+        "bp_lab",
+        "service_request",
+        "Laboratory Tests for Hypertension",
+        0.15,
+        ages=ADULT,
+        given="!htn",
+        anchor="office",
+        status=S_ORDER,
+    ),
+    Rule(
+        "bp_referral",
+        "service_request",
+        "Referral to Primary Care or Alternate Provider",
+        0.05,
+        ages=ADULT,
+        given="!htn",
+        anchor="office",
+        status=S_ORDER,
+        reason_code="Finding of Elevated Blood Pressure or Hypertension",
+    ),
+    # CMS146 pharyngitis visits: diagnosis at the visit, antibiotic ordered within 2 days, strep test around it
+    Rule(
+        "pharyngitis_enc",
+        "encounter",
+        "Office Visit",
+        ((3, 0.10), (18, 0.04), (65, 0.02)),
+        (0, 355),
+        (3, MAX_AGE),
+        status=E_FIN,
+        kind="AMB",
+    ),
+    Rule("pharyngitis_dx", "condition", "Acute Pharyngitis", 0.85, anchor="pharyngitis_enc", lag=(2, 15)),
+    Rule("tonsillitis_dx", "condition", "Acute Tonsillitis", 0.15, anchor="pharyngitis_enc", lag=(2, 15)),
+    Rule(
+        "pharyngitis_antibiotic",
+        "medication_request",
+        "Antibiotic Medications for Pharyngitis",
+        0.80,
+        anchor="pharyngitis_enc",
+        offset=(0, 2),
+        status=(("active", 0.7), ("completed", 0.3)),
+    ),
+    Rule(
+        "strep_test",
+        "observation",
+        "Group A Streptococcus Test",
+        ((3, 0.85), (18, 0.70), (65, 0.55)),
+        anchor="pharyngitis_enc",
+        offset=(-1, 1),
+        status=O_FINAL,
+        value_codes=STREP_RESULTS,
+        category="laboratory",
+    ),
+    Rule(
+        "respiratory_comorbid",
+        "condition",
+        "Comorbid Conditions for Respiratory Conditions",
+        0.01,
+        CHRONIC_ONSET,
+        status=C_ACTIVE,
+    ),
+    # CMS159 depression remission: a diagnosis, a PHQ-9 above 9 at a visit 2-14 months before the period,
+    # a follow-up PHQ-9 about a year later
+    Rule(
+        "major_depression",
+        "condition",
+        "Major Depression Including Remission",
+        0.07,
+        (-2000, -430),
+        (13, MAX_AGE),
+        status=C_ACTIVE,
+    ),
+    Rule(
+        "depression_index_enc",
+        "encounter",
+        "Contact or Office Visit",
+        0.60,
+        (-420, -65),
+        given="major_depression",
+        status=E_FIN,
+        kind="AMB",
+    ),
+    Rule(
+        "phq9_index",
+        "observation",
+        "PHQ 9 and PHQ 9M Tools",
+        0.85,
+        anchor="depression_index_enc",
+        status=O_FINAL,
+        value=(15.0, 4.0, 10.0, 27.0),
+        decimals=0,
+        category="survey",
+    ),
+    Rule(
+        "phq9_follow_up",
+        "observation",
+        "PHQ 9 and PHQ 9M Tools",
+        0.65,
+        anchor="phq9_index",
+        offset=(300, 420),
+        status=O_FINAL,
+        value=(7.0, 4.5, 0.0, 27.0),
+        decimals=0,
+        category="survey",
+    ),
+    # CMS117 childhood immunizations: two-year-olds, doses on distinct days from day 42 (MMR, VZV, hepatitis A
+    # after the first birthday); a child behind on DTaP is rarely up to date on the others
+    Rule("dtap", valueset="DTaP Vaccine", prob=0.82, window=(42, 700), doses=4, **_VACCINE),
+    *(
+        Rule(f"vaccine_{i}", valueset=vs, prob=0.97, window=win, doses=d, given="dtap", **_VACCINE)
+        for i, (vs, win, d) in enumerate(
+            (
+                ("Inactivated Polio Vaccine (IPV)", (42, 700), 3),
+                ("Measles, Mumps and Rubella (MMR) Vaccine", (366, 700), 1),
+                ("Hib Vaccine (3 dose schedule)", (42, 700), 3),
+                ("Hepatitis B Vaccine", (42, 700), 3),
+                ("Varicella Zoster Vaccine (VZV)", (366, 700), 1),
+                ("Pneumococcal Conjugate Vaccine", (42, 700), 4),
+                ("Hepatitis A Vaccine", (366, 700), 1),
+                ("Rotavirus Vaccine (3 dose schedule)", (42, 240), 3),
+                ("Child Influenza Vaccine", (180, 700), 2),
+            )
+        )
+    ),
+    Rule(
+        "dtap_partial",
+        valueset="DTaP Vaccine",
+        prob=0.7,
+        window=(42, 700),
+        doses=2,
+        given="!dtap",
+        **_VACCINE,
+    ),
+    # CMS128 antidepressant management: a depression visit in the intake period (May 1 of the year before the
+    # period .. April 30 of it), the diagnosis at it, a first 30-day fill within 3 days, then monthly refills
+    # with attrition (about 70 % reach 84 days covered, about 45 % 180 days)
+    Rule(
+        "antidepressant_start_enc",
+        "encounter",
+        "Office Visit",
+        0.012,
+        (-245, 119),
+        ADULT,
+        status=E_FIN,
+        kind="AMB",
+    ),
+    Rule("antidepressant_mdd", "condition", "Major Depression", 1.0, anchor="antidepressant_start_enc"),
+    Rule(
+        "antidepressant_fill_1",
+        "medication_dispense",
+        "Antidepressant Medication",
+        0.95,
+        anchor="antidepressant_start_enc",
+        offset=(0, 3),
+    ),
+    *(
+        Rule(
+            f"antidepressant_fill_{i}",
+            "medication_dispense",
+            "Antidepressant Medication",
+            0.88,
+            anchor=f"antidepressant_fill_{i - 1}",
+            offset=(27, 33),
+        )
+        for i in range(2, 9)
+    ),
+    # CMS986 / CMS871 (period 2026): adult admissions the year after the period, with malnutrition screening,
+    # assessment and care, and glucose results
+    Rule(
+        "admission_next_year",
+        "encounter",
+        "Encounter Inpatient",
+        ((18, 0.03), (45, 0.06), (65, 0.12)),
+        NEXT_YEAR,
+        ADULT,
+        status=E_FIN,
+        kind="IMP",
+        minutes=(1500, 10080),
+    ),
+    Rule(
+        "malnutrition_screen_not_at_risk",
+        "observation",
+        "Malnutrition Risk Screening",
+        0.60,
+        anchor="admission_next_year",
+        lag=(60, 900),
+        status=O_FINAL,
+        value_valueset="Malnutrition Screening Finding of Not At Risk Result",
+        category="survey",
+    ),
+    Rule(
+        "malnutrition_screen_at_risk",
+        "observation",
+        "Malnutrition Risk Screening",
+        0.20,
+        anchor="admission_next_year",
+        lag=(60, 900),
+        status=O_FINAL,
+        value_valueset="Malnutrition Screening Finding of At Risk Result",
+        category="survey",
+    ),
+    Rule(
+        "dietitian_referral",
+        "procedure",
+        "Hospital Dietitian Referral",
+        0.15,
+        anchor="admission_next_year",
+        lag=(120, 1200),
+        status=P_DONE,
+    ),
+    Rule(
+        "nutrition_assessment_moderate",
+        "observation",
+        "Nutrition Assessment",
+        0.6,
+        given="malnutrition_screen_at_risk",
+        anchor="admission_next_year",
+        lag=(1000, 1400),
+        status=O_FINAL,
+        value_valueset="Nutrition Assessment Status Finding of Moderately Malnourished",
+        category="survey",
+    ),
+    Rule(
+        "nutrition_assessment_well",
+        "observation",
+        "Nutrition Assessment",
+        0.3,
+        given="malnutrition_screen_at_risk",
+        anchor="admission_next_year",
+        lag=(1000, 1400),
+        status=O_FINAL,
+        value_valueset=(
+            "Nutrition Assessment Status Finding of Well Nourished or Not Malnourished or Mildly Malnourished"
+        ),
+        category="survey",
+    ),
+    Rule(
+        "malnutrition_dx",
+        "condition",
+        "Malnutrition Diagnosis",
+        0.5,
+        given="nutrition_assessment_moderate",
+        anchor="admission_next_year",
+        lag=(1400, 1440),
+    ),
+    Rule(
+        "nutrition_care_plan",
+        "procedure",
+        "Nutrition Care Plan",
+        0.6,
+        given="nutrition_assessment_moderate",
+        anchor="admission_next_year",
+        lag=(1400, 1440),
+        status=P_DONE,
+    ),
+    Rule(
+        "glucose_diabetic",
+        "observation",
+        "Glucose Lab Test Mass Per Volume",
+        0.9,
+        given="diabetes",
+        anchor="admission_next_year",
+        lag=(30, 1400),
+        status=O_FINAL,
+        value=(190.0, 70.0, 40.0, 650.0),
+        decimals=0,
+        unit="mg/dL",
+        category="laboratory",
+    ),
+    Rule(
+        "glucose_other",
+        "observation",
+        "Glucose Lab Test Mass Per Volume",
+        0.5,
+        given="!diabetes",
+        anchor="admission_next_year",
+        lag=(30, 1400),
+        status=O_FINAL,
+        value=(110.0, 30.0, 50.0, 400.0),
+        decimals=0,
+        unit="mg/dL",
+        category="laboratory",
+    ),
+)
+WORLD = WORLD + EPISODES

@@ -37,6 +37,14 @@ def test_shards_and_workers_do_not_change_the_summary(lake: str, tmp_path: Path)
     assert group["populations"]["initial-population"] > 0
 
 
+def test_summary_is_byte_identical_for_1_2_8_workers_and_1_vs_16_shards(tmp_path: Path) -> None:
+    root = tmp_path / "lake16"
+    generate(str(root), SynthConfig(n_patients=480, n_buckets=16, seed=11))
+    runs = [(1, 1), (16, 1), (16, 2), (16, 8), (2, 2)]
+    summaries = {_summary(str(root), tmp_path / f"out-{s}-{w}", n_shards=s, workers=w) for s, w in runs}
+    assert len(summaries) == 1
+
+
 def test_choose_shards_covers_every_bucket_once() -> None:
     shards = batch.choose_shards([5, 0, 7, 1, 9, 3, 0, 2], 3)
     assert len(shards) == 3
@@ -173,5 +181,20 @@ def test_s3_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         from datasets import storage
 
         assert storage.read_bytes(reduced["summary_uri"]) == Path(here.summary.path).read_bytes()
+        # and as a user runs it, from the command line, s3:// in and out
+        args = [
+            "run",
+            "--data",
+            "s3://lake/data",
+            "--out",
+            "s3://lake/cli",
+            "--workers",
+            "1",
+            "--shards",
+            "2",
+        ]
+        assert main([*args, "--format", "json"]) == 0
+        cli = [k for k in storage.list_files("s3://lake/cli") if k.endswith("/summary.json")]
+        assert len(cli) == 1 and storage.read_bytes(cli[0]) == Path(here.summary.path).read_bytes()
     finally:
         server.stop()

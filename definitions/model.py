@@ -45,7 +45,17 @@ TimeAnchor = Annotated[
 ]
 
 INTERVAL_ANCHORS = frozenset(
-    {"period", "this", "this.prevalence", "this.supply", "other", "other.prevalence", "other.supply"}
+    {
+        "period",
+        "this",
+        "this.prevalence",
+        "this.supply",
+        "this.extended",
+        "other",
+        "other.prevalence",
+        "other.supply",
+        "other.extended",
+    }
 )
 
 
@@ -244,6 +254,21 @@ TableName = Literal[
 ]  # fmt: skip
 
 
+class ExtendStart(Frozen):
+    """Move a row's start back to the start of the latest row of ``events`` that ends ``within`` before it
+    (on or before the start, at most ``within`` earlier); steps apply in order. CQMCommon's
+    ``hospitalizationWithObservation()`` is two steps: observation services, then an emergency visit, each
+    within 1 hour. The result is ``this.extended`` (``[extended start, end]``) and ``this.extended_start``."""
+
+    events: EventSet
+    within: Duration
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _within(cls, value: Any) -> Any:
+        return Duration.parse(value) if isinstance(value, str) else value
+
+
 class Retrieve(Frozen):
     """Rows of one table whose codes are in a value set (any coding), narrowed by a status rule and filters.
 
@@ -258,6 +283,7 @@ class Retrieve(Frozen):
     profile: str | None = None
     status: str | None = None
     negated: bool = False
+    extend_start: tuple[ExtendStart, ...] = ()
     where: tuple[Filter, ...] = ()
 
     @property
@@ -278,6 +304,7 @@ class EventRef(Frozen):
     """A named event set (``define``), possibly narrowed further."""
 
     events: str = Field(pattern=NAME)
+    extend_start: tuple[ExtendStart, ...] = ()
     where: tuple[Filter, ...] = ()
 
 
@@ -622,7 +649,7 @@ class Measure(Frozen):
         return value
 
 
-for _model in (WithFilter, WithoutFilter, Retrieve, Union_, EventRef, All, Any_, Not, Count, Pick.Spec,
+for _model in (WithFilter, WithoutFilter, ExtendStart, Retrieve, Union_, EventRef, All, Any_, Not, Count, Pick.Spec,
                Pick, CoveredDays.Spec, CoveredDays, IfObs, SumObs, ProductObs, RatioObs, CountObs, Observation,
                Group, Stratifier, Library, Measure):  # fmt: skip
     _model.model_rebuild()

@@ -57,6 +57,7 @@ from engine.plan import (
     EpisodeIR,
     EventsIR,
     ExistsIR,
+    ExtendIR,
     FilterIR,
     GenderIR,
     GroupIR,
@@ -182,7 +183,8 @@ class _Compiler:
                 self.err(scope, (*path, "events"), f"{node.events!r} is a condition, not an event set")
             return RetrieveIR("encounter", "type", (), (), False, ())
         table = self.table_of(self.defines[qname])
-        return NamedEventsIR(qname, self.filters(scope, (*path, "where"), table, node.where))
+        extend = self.extend(scope, path, node.extend_start)
+        return NamedEventsIR(qname, self.filters(scope, (*path, "where"), table, node.where), extend)
 
     def table_of(self, node: CondIR | EventsIR) -> str:
         if isinstance(node, RetrieveIR):
@@ -230,6 +232,7 @@ class _Compiler:
             else:
                 filters += self.filters(rule.scope, (*rule.path, "where"), table, rule.value.where)
         filters += self.filters(scope, (*path, "where"), table, node.where)
+        extend = self.extend(scope, path, node.extend_start)
         return RetrieveIR(
             table,
             code_column,
@@ -237,7 +240,17 @@ class _Compiler:
             tuple(sorted(urls)) if node.negated else (),
             not keys,
             tuple(filters),
+            extend,
         )
+
+    def extend(self, scope: str, path: Path, steps: tuple[Any, ...]) -> tuple[ExtendIR, ...]:
+        """Start-extension steps (hospitalization with observation): each names an event set."""
+        out = []
+        for i, step in enumerate(steps):
+            events = self.events(scope, (*path, "extend_start", i, "events"), step.events)
+            self.need(self.table_of(events), "start", "end", "patient_id")
+            out.append(ExtendIR(events, step.within))
+        return tuple(out)
 
     # ------------------------------------------------------------------------------------------ filters
     def filters(self, scope: str, path: Path, table: str, items: tuple[Any, ...]) -> tuple[FilterIR, ...]:
@@ -315,7 +328,10 @@ class _Compiler:
             else:
                 self.need(table, *SUPPLY_COLUMNS[table])
                 self.supply.add(table)
-        builtin = {"start", "end", "latest", "earliest", "prevalence", "supply", "supply_start", "supply_end"}
+        builtin = {
+            "start", "end", "latest", "earliest", "prevalence", "supply", "supply_start", "supply_end", "extended",
+            "extended_start",
+        }  # fmt: skip
         for ref in mine:
             part = ref.split(".", 1)[1] if "." in ref else ""
             if part and part not in builtin:

@@ -29,6 +29,7 @@ from engine.plan import (
     EpisodeIR,
     EventsIR,
     ExistsIR,
+    ExtendIR,
     FilterIR,
     GenderIR,
     IfObsIR,
@@ -46,6 +47,7 @@ from engine.plan import (
     component_key,
 )
 from engine.populations import cascade
+from engine.timeexpr import POLARS_UNIT as _POLARS_UNIT
 from engine.units import CONVERSIONS, factor
 
 KEYS = ("patient_id",)
@@ -145,7 +147,7 @@ class Lowerer:
                     parts.append(profiled)
                 matched = pl.concat(parts) if parts else frame.select("_row").clear()
                 frame = frame.join(matched.unique(), on="_row", how="semi")
-            return self.apply(frame, node.filters)
+            return self.apply(self.extend(frame, node.extend), node.filters)
         if isinstance(node, UnionIR):
             parts = [self.events(p) for p in node.parts]
             if node.mixed:
@@ -175,7 +177,39 @@ class Lowerer:
             if base is None:
                 base = self.events(target)
             self.named[node.name] = base
-        return self.apply(base, node.filters)
+        return self.apply(self.extend(base, node.extend), node.filters)
+
+    def extend(self, frame: pl.LazyFrame, steps: tuple[ExtendIR, ...]) -> pl.LazyFrame:
+        """``_ext_start``: the start moved back, step by step, to the start of the latest row of each step's
+        event set that ends on or before it and at most ``within`` earlier (CQMCommon
+        hospitalizationWithObservation)."""
+        if not steps:
+            return frame
+        current = frame.with_columns(pl.col("start").alias("_ext_start"))
+        for step in steps:
+            other = self.events(step.events).select(
+                "patient_id", pl.col("start").alias("_xs"), pl.col("end").alias("_xe")
+            )
+            earliest = pl.col("_ext_start").dt.offset_by(
+                f"-{step.within.amount}{_POLARS_UNIT[step.within.unit]}"
+            )
+            hits = (
+                current.select("_row", "patient_id", "_ext_start")
+                .join(other, on="patient_id", how="inner")
+                .filter(
+                    (pl.col("_xe").dt.truncate("1ms") <= pl.col("_ext_start").dt.truncate("1ms"))
+                    & (pl.col("_xe").dt.truncate("1ms") >= earliest.dt.truncate("1ms"))
+                )
+                .sort("_row", "_xe", "_xs")
+                .unique(subset="_row", keep="last", maintain_order=True)
+                .select("_row", "_xs")
+            )
+            current = (
+                current.join(hits, on="_row", how="left")
+                .with_columns(pl.coalesce("_xs", "_ext_start").alias("_ext_start"))
+                .drop("_xs")
+            )
+        return current
 
     def mixed_union(self, parts: list[pl.LazyFrame]) -> pl.LazyFrame:
         """Rows of several tables: their event columns, each row once; ``_row`` renumbered per part so rows of

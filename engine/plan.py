@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date
 from typing import Any, Literal
 
-from definitions.model import CodeRef, Compare, Target, TimeRef, Timing
+from definitions.model import CodeRef, Compare, Duration, Target, TimeRef, Timing
 
 # --------------------------------------------------------------------------------------------- event sets
 
@@ -52,6 +52,14 @@ FilterIR = AttrTest | ValueTest | TimingTest | RelatedTest
 
 
 @dataclass(frozen=True)
+class ExtendIR:
+    """Move the start back to the latest row of ``events`` ending at most ``within`` before it."""
+
+    events: EventsIR
+    within: Duration
+
+
+@dataclass(frozen=True)
 class RetrieveIR:
     table: str
     code_column: str
@@ -59,6 +67,7 @@ class RetrieveIR:
     negated_urls: tuple[str, ...]  # URLs a not-done row may name in not_done_valueset
     all_rows: bool  # no code restriction: every row of the table
     filters: tuple[FilterIR, ...]
+    extend: tuple[ExtendIR, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class NamedEventsIR:
 
     name: str
     filters: tuple[FilterIR, ...]
+    extend: tuple[ExtendIR, ...] = ()
 
 
 EventsIR = RetrieveIR | UnionIR | NamedEventsIR

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from datasets.schema import PRIMARY_CODE
+from definitions.calendar import add_duration
 from definitions.model import (
     Age,
     All,
@@ -21,6 +22,7 @@ from definitions.model import (
     AttrFilter,
     Count,
     CoveredDays,
+    Duration,
     EventRef,
     Exists,
     Gender,
@@ -49,6 +51,7 @@ from engine.reference_rows import (
     quantity,
 )
 from engine.reference_time import (
+    BOT,
     Interval,
     Point,
     TimeContext,
@@ -186,7 +189,7 @@ class _Evaluator:
             value = self.define(node.events, scope)
             if not isinstance(value, EventSetValue):
                 raise ValueError(f"{node.events!r} is a condition, not an event set")
-            return self.narrow(value, node.where, scope)
+            return self.narrow(self.extend(value, node.extend_start, scope), node.where, scope)
         raise TypeError(f"not an event set: {node!r}")
 
     def retrieve(self, node: Retrieve, scope: str) -> EventSetValue:
@@ -212,7 +215,32 @@ class _Evaluator:
             if rule is None:
                 raise KeyError(f"unknown status rule {node.status!r}")
             result = self.narrow(result, rule.value.where, rule.scope)
-        return self.narrow(result, node.where, scope)
+        return self.narrow(self.extend(result, node.extend_start, scope), node.where, scope)
+
+    def extend(self, value: EventSetValue, steps: tuple[Any, ...], scope: str) -> EventSetValue:
+        """Rows with ``_ext_start``: each step moves the start back to the start of the latest row of its
+        event set ending on or before it, at most ``within`` earlier (hospitalization with observation)."""
+        if not steps:
+            return value
+        extended = []
+        for row in value.rows:
+            current = utc(row.get("start"))
+            for step in steps:
+                if current is None:
+                    break
+                earliest = add_duration(current, Duration(amount=-step.within.amount, unit=step.within.unit))
+                candidates = [
+                    (end, utc(other.get("start")))
+                    for other in self.events(step.events, scope).rows
+                    if (end := utc(other.get("end"))) is not None
+                    and _ms(earliest) <= _ms(end) <= _ms(current)
+                ]
+                if candidates:
+                    # the latest end wins; on a tie, a known and later start (as the engine's sort)
+                    _end, start = max(candidates, key=lambda c: (c[0], c[1] is not None, c[1] or BOT))
+                    current = start if start is not None else current
+            extended.append({**row, "_ext_start": current})
+        return EventSetValue(value.table, tuple(extended))
 
     def narrow(self, value: EventSetValue, filters: tuple[Any, ...], scope: str) -> EventSetValue:
         rows = [row for row in value.rows if all(self.keeps(f, row, value.table, scope) for f in filters)]
@@ -396,6 +424,11 @@ class _Evaluator:
                 continue
             covered.update(range(max(start.toordinal(), first), min(end.toordinal(), last) + 1))
         return compare_number(float(len(covered)), spec.compare)
+
+
+def _ms(value: datetime) -> datetime:
+    """An instant at millisecond precision (how CQL compares DateTimes)."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def resolve_point(anchor: str, ctx: TimeContext) -> Point:

@@ -33,8 +33,8 @@ class Point:
         """The value compared: the instant, or with day precision its local calendar date."""
         if self.at is None:
             return None
-        if precision == "instant":
-            return self.at
+        if precision == "instant":  # CQL DateTimes compare at millisecond precision
+            return self.at.replace(microsecond=self.at.microsecond // 1000 * 1000)
         if self.at == BOT:
             return date.min
         if self.at == EOT:
@@ -144,6 +144,13 @@ def anchor(ref: str, ctx: TimeContext) -> Point | Interval:
     if part == "earliest":
         value = start if start is not None else end
         return UNKNOWN if value is None else Point(value, off)
+    if part in ("extended", "extended_start"):
+        whole = row_interval(row)
+        if whole.lo is UNKNOWN and whole.hi is UNKNOWN:
+            return whole if part == "extended" else UNKNOWN
+        ext = row.get("_ext_start", row.get("start"))
+        lo = Point(BOT if ext is None else utc(ext), off)
+        return Interval(lo, whole.hi) if part == "extended" else lo
     if part == "supply":
         return supply_interval(row)
     if part in ("supply_start", "supply_end"):

@@ -20,7 +20,7 @@ MIN_TS = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_TS = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 ACTIVE_STATUSES = ("active", "recurrence", "relapse")
 
-_POLARS_UNIT = {"year": "y", "month": "mo", "week": "w", "day": "d", "hour": "h", "minute": "m"}
+POLARS_UNIT = {"year": "y", "month": "mo", "week": "w", "day": "d", "hour": "h", "minute": "m"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Span:
 def _offset(expr: pl.Expr, durations: tuple[Duration, ...]) -> pl.Expr:
     """Shift by each calendar duration in order (polars offsets clamp month ends as CQL does)."""
     for duration in durations:
-        expr = expr.dt.offset_by(f"{duration.amount}{_POLARS_UNIT[duration.unit]}")
+        expr = expr.dt.offset_by(f"{duration.amount}{POLARS_UNIT[duration.unit]}")
     return expr
 
 
@@ -90,6 +90,12 @@ def data_value(ref: TimeRef, precision: str) -> Point | Span:
 
     if part == "interval":
         return Span(conv(lo), conv(hi))
+    if part in ("extended", "extended_start"):
+        ext = _offset(pl.col(f"_ext_start{side}"), ref.offset)
+        ext_lo = pl.when(unknown).then(None).otherwise(ext.fill_null(MIN_TS))
+        if part == "extended_start":
+            return Point(conv(ext_lo))
+        return Span(conv(ext_lo), conv(hi))
     if part in ("supply_start", "supply_end"):
         day = pl.col(f"_{part}{side}")
         if precision == "day":
@@ -160,12 +166,22 @@ def _le(a: pl.Expr, b: pl.Expr, strict: bool) -> pl.Expr:
     return a < b if strict else a <= b
 
 
+def _to_ms(value: Point | Span, precision: str) -> Point | Span:
+    """Instants compare at millisecond precision, as CQL DateTimes do: a high boundary stored as
+    ``.000999`` equals the ``.000`` it stands for (an observation stay ending when the admission starts)."""
+    if precision != "instant":
+        return value
+    if isinstance(value, Point):
+        return Point(value.expr.dt.truncate("1ms"))
+    return Span(value.lo.dt.truncate("1ms"), value.hi.dt.truncate("1ms"), value.closed)
+
+
 @functools.lru_cache(maxsize=4096)
 def relation(timing: Timing, period: Period) -> pl.Expr:
     """The boolean (Kleene) expression of a timing relation over the row's columns."""
     precision = "day" if timing.rel == "same_day" else timing.precision
-    left = resolve(timing.left, period, precision)
-    right = resolve_target(timing.right, period, precision)
+    left = _to_ms(resolve(timing.left, period, precision), precision)
+    right = _to_ms(resolve_target(timing.right, period, precision), precision)
     rel = timing.rel
     if rel in ("before", "after", "on_or_before", "on_or_after", "same_day"):
         if not isinstance(left, Point) or not isinstance(right, Point):

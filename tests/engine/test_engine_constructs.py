@@ -13,7 +13,7 @@ from definitions.model import Measure
 from definitions.resolved import ResolvedMeasure
 from engine import EvaluationConfig, compile_measure, evaluate
 from tests.engine.test_differential import frames
-from tests.engine.test_reference import PATIENT, URL_A, URL_B, VALUESETS, code, dt, row, truth
+from tests.engine.test_reference import LOINC, PATIENT, SCT, URL_A, URL_B, VALUESETS, code, dt, row, truth
 
 CASES: list[tuple[str, Any, dict[str, list[dict[str, Any]]], bool]] = [
     (
@@ -229,3 +229,32 @@ def test_eligibility_stage_leaves_performance_unevaluated() -> None:
     assert full["initial_population"] is True and full["numerator"] is False
     assert early["initial_population"] is True and early["denominator"] is True
     assert early["numerator"] is None and early["numerator_exclusion"] is None
+
+
+def test_start_extended_back_over_observation_and_emergency_visits() -> None:
+    """CQMCommon hospitalizationWithObservation: an ED visit ending within an hour of an observation stay,
+    which ends within an hour of the admission, moves the stay's start back to the ED visit's start."""
+    ed = row("ed", dt(2025, 3, 1, 2), dt(2025, 3, 1, 7, 30), type=code("9-9", LOINC))
+    obs = row("obs", dt(2025, 3, 1, 8), dt(2025, 3, 2, 8), type=code("2"))
+    stay = row("stay", dt(2025, 3, 2, 8, 30), dt(2025, 3, 5), type=code("1"))
+    steps = [{"events": {"from": "encounter", "codes": [{"system": SCT, "code": "2"}]}, "within": "1 hour"},
+             {"events": {"from": "encounter", "valueset": "b"}, "within": "1 hour"}]  # fmt: skip
+    lab = row("lab", dt(2025, 3, 1, 3), dt(2025, 3, 1, 3), code=code("1"))
+    cond = {
+        "exists": {
+            "from": "encounter",
+            "codes": [{"system": SCT, "code": "1"}],
+            "extend_start": steps,
+            "where": [
+                {
+                    "with": {"from": "observation", "valueset": "a"},
+                    "timing": {"left": "other.start", "rel": "during", "right": "this.extended"},
+                }
+            ],
+        }
+    }
+    tables = {"encounter": [ed, obs, stay], "observation": [lab]}
+    assert truth(cond, tables) is True and _engine_truth(cond, tables) is True
+    late_obs = {**obs, "end": dt(2025, 3, 2, 7)}  # ends 1.5 hours before the stay: no extension at all
+    tables = {"encounter": [ed, late_obs, stay], "observation": [lab]}
+    assert truth(cond, tables) is False and _engine_truth(cond, tables) is False

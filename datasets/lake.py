@@ -293,11 +293,16 @@ def check_file(table: str, path: str) -> tuple[list[Mismatch], int]:
     return _problems_to_file_schema(table, schema), rows
 
 
-def validate_lake(root: str) -> Manifest:
-    """Check every listed file: schema (``DataContractError``) and row count (``ManifestError``)."""
-    manifest = read_manifest(root)
+def validate_buckets(root: str, manifest: Manifest, buckets: Iterable[int] | None = None) -> None:
+    """Check the listed files of ``buckets`` (all when None) against the manifest before any work starts.
+
+    Missing, truncated or corrupt files, schema drift (missing, extra or retyped columns) and row counts that
+    differ from the manifest each raise an error naming the file, so a shard fails before evaluating anything.
+    """
     for table in manifest.tables:
-        for bucket in manifest.buckets_with_rows(table):
+        if table not in TABLES:
+            continue
+        for bucket in manifest.buckets_with_rows(table, buckets):
             path = file_path(root, table, bucket)
             if not storage.exists(path):
                 raise ManifestError(f"{path}: listed in the manifest ({table}, bucket {bucket}) but missing")
@@ -309,4 +314,10 @@ def validate_lake(root: str) -> Manifest:
                 raise ManifestError(
                     f"{path}: {rows} rows, the manifest says {expected} ({table}, bucket {bucket})"
                 )
+
+
+def validate_lake(root: str) -> Manifest:
+    """Check every listed file: schema (``DataContractError``) and row count (``ManifestError``)."""
+    manifest = read_manifest(root)
+    validate_buckets(root, manifest)
     return manifest

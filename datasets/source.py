@@ -7,7 +7,8 @@ before any evaluation starts, never half-way through a batch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
 
@@ -16,6 +17,18 @@ from datasets.errors import DataContractError, ManifestError
 from datasets.schema import TABLE_NAMES, Mismatch, check_schema, conform, empty_frame, schema_of
 
 PARTITION_SCHEMA = {"bucket": pl.UInt16()}
+# Instants outside this window are data errors (a year 0001 or 9999 placeholder, a unit mix-up), not care.
+EARLIEST = datetime(1850, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+# The quarantine sink's schema: ids and reasons only, never a value that could be PHI.
+ERRORS_SCHEMA: dict[str, pl.DataType] = {
+    "table": pl.String(),
+    "file": pl.String(),
+    "row": pl.Int64(),
+    "id": pl.String(),
+    "patient_id": pl.String(),
+    "reason": pl.String(),
+}
 
 
 @runtime_checkable
@@ -67,6 +80,7 @@ class ParquetSource:
                     raise  # a manifest that exists but is bad is an error, not a reason to guess
         self.manifest = manifest
         self._files: dict[str, list[str]] = {t: self._locate(t) for t in TABLE_NAMES}
+        self._excluded: dict[str, pl.Series] = {}  # table -> row numbers (over its files, in order) to skip
         if validate:
             self.validate()
 
@@ -109,6 +123,52 @@ class ParquetSource:
                 if problems:
                     raise DataContractError(problems, where=path)
 
+    def screen(self, as_of: datetime | None = None) -> pl.DataFrame:
+        """Find the rows that must not be evaluated, exclude them from later scans, and return them.
+
+        A row is quarantined (one reason each, the first that applies) for: a null key (``patient_id``,
+        ``id``); a duplicate key (every copy after the first, in file order); an event whose patient is not
+        in the patient table (an orphan); a birth date or start instant outside 1850..2200 or after
+        ``as_of``. The result (:data:`ERRORS_SCHEMA`) names file and row, with ids only.
+        """
+        keys: dict[str, list[tuple[str, pl.DataFrame]]] = {}
+        for table, files in self._files.items():
+            schema = schema_of(table)
+            cols = [c for c in ("patient_id", "id", "start", "birth_date") if c in schema]
+            lazies = [
+                pl.scan_parquet(p, hive_partitioning=False, storage_options=storage.storage_options(p))
+                .select(cols)
+                .with_row_index("row")
+                for p in files
+            ]
+            keys[table] = list(zip(files, pl.collect_all(lazies), strict=True)) if lazies else []
+        patient_ids = pl.concat(
+            [f.select("patient_id") for _, f in keys.get("patient", [])]
+            or [pl.DataFrame(schema={"patient_id": pl.String})]
+        )["patient_id"].drop_nulls()
+        found: list[pl.DataFrame] = []
+        for table, parts in keys.items():
+            if not parts:
+                continue
+            offsets, total = [], 0
+            for _, frame in parts:
+                offsets.append(total)
+                total += frame.height
+            frame = pl.concat(
+                [
+                    f.with_columns(file=pl.lit(path), offset=pl.lit(off, pl.Int64))
+                    for (path, f), off in zip(parts, offsets, strict=True)
+                ],
+                how="vertical_relaxed",
+            )
+            bad = _problems(table, frame, patient_ids, as_of)
+            if bad.height:
+                self._excluded[table] = (bad["offset"] + bad["row"].cast(pl.Int64)).cast(pl.UInt32)
+                found.append(bad.select(list(ERRORS_SCHEMA)))
+        if not found:
+            return pl.DataFrame(schema=ERRORS_SCHEMA)
+        return pl.concat(found).sort("table", "file", "row")
+
     def has_table(self, table: str) -> bool:
         return bool(self._files.get(table))
 
@@ -124,7 +184,42 @@ class ParquetSource:
             hive_schema=PARTITION_SCHEMA,
             storage_options=storage.storage_options(self.root),
         )
+        excluded = self._excluded.get(table)
+        if excluded is not None:
+            lf = lf.with_row_index("__row").filter(~pl.col("__row").is_in(excluded.implode()))
         return lf.select(_projection(table, columns))
+
+
+def _problems(
+    table: str, frame: pl.DataFrame, patient_ids: pl.Series, as_of: datetime | None
+) -> pl.DataFrame:
+    """The rows of ``frame`` (one table's key columns) to quarantine, with the first reason that applies."""
+    key = "patient_id" if table == "patient" else "id" if "id" in frame.columns else None
+    reason: Any = pl.when(pl.col("patient_id").is_null()).then(pl.lit("null key patient_id"))  # a when-chain
+    if key == "id":
+        reason = reason.when(pl.col("id").is_null()).then(pl.lit("null key id"))
+    if key is not None:
+        first = pl.int_range(pl.len()).over(key) == 0
+        reason = reason.when(pl.col(key).is_not_null() & ~first).then(pl.lit(f"duplicate {key}"))
+    if table != "patient":
+        reason = reason.when(~pl.col("patient_id").is_in(patient_ids.implode())).then(
+            pl.lit("orphan: patient_id not in the patient table")
+        )
+    if "start" in frame.columns:
+        when = pl.col("start")
+        reason = reason.when((when < EARLIEST) | (when >= LATEST)).then(pl.lit("start out of range"))
+        if as_of is not None:
+            reason = reason.when(when > as_of).then(pl.lit("start in the future"))
+    if "birth_date" in frame.columns:
+        born = pl.col("birth_date")
+        low, high = EARLIEST.date(), LATEST.date()
+        reason = reason.when((born < low) | (born >= high)).then(pl.lit("birth_date out of range"))
+        if as_of is not None:
+            reason = reason.when(born > as_of.date()).then(pl.lit("birth_date in the future"))
+    out = frame.with_columns(reason=reason.otherwise(None)).filter(pl.col("reason").is_not_null())
+    if "id" not in out.columns:
+        out = out.with_columns(id=pl.lit(None, pl.String))
+    return out.with_columns(pl.lit(table).alias("table"), pl.col("row").cast(pl.Int64))
 
 
 class FrameSource:

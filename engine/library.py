@@ -44,10 +44,21 @@ def load_valuesets(valuesets: str | Path | None = None) -> ValueSetLibrary:
         library = library.overlay(load_valueset_yaml(path))
     if valuesets is not None:
         official, problems = load_fhir_valuesets(Path(valuesets))
-        for problem in problems:
-            log.warning("value set refused: %s", problem)
+        if not Path(valuesets).exists():
+            problems = [f"{valuesets}: no such file or folder", *problems]
+        if problems:
+            # evaluating with a refused (truncated, unreadable) expansion would publish wrong rates
+            raise ValueSetLoadError(problems)
         library = library.overlay(official)
     return library
+
+
+class ValueSetLoadError(ValueError):
+    """Expansions given with --valuesets that cannot be used; each problem names its file."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("value sets refused: " + "; ".join(problems))
 
 
 def load_library(

@@ -4,6 +4,10 @@ The functions know nothing of the orchestration: Step Functions (a Distributed M
 the local process pool call the same code. Every output key and byte is a function of the run plan, so a
 redelivered event or a retried shard rewrites identical objects, and ``summary.json`` is written last as the
 commit marker: a reader that sees it sees a complete, reconciled run.
+
+Bad rows are quarantined, not evaluated: each shard writes ``errors/shard-NNNN.parquet`` (file, row, ids and
+reason; never a value) and counts them; the reducer refuses to publish when the share of quarantined rows
+exceeds the run's ``max_error_rate``. Every refusal leaves what was computed in place, so a rerun completes it.
 """
 
 from __future__ import annotations
@@ -11,16 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import polars as pl
 
 from datasets import lake, storage
-from datasets.source import ParquetSource
+from datasets.source import ERRORS_SCHEMA, ParquetSource
 from engine import EvaluationConfig, MeasurePlan, evaluate
+from engine.errors import EngineError
 from engine.library import POPULATIONS, count_frame, library_hash, load_library, score
 from engine.populations import FHIR_CODES
 
@@ -34,6 +40,36 @@ TARGET_PATIENTS_PER_SHARD = 25_000
 
 class RunIncompleteError(RuntimeError):
     """A reduce that cannot publish: a planned shard is missing or the counts do not reconcile."""
+
+
+class ErrorRateExceededError(RunIncompleteError):
+    """More rows were quarantined than the run tolerates; the shards' results and errors stay for a rerun."""
+
+
+class ShardError(RuntimeError):
+    """A shard could not be evaluated; the message names the run, shard and buckets (ids only)."""
+
+
+# Keys and prefixes that come from events: plain segments only (no traversal, no control characters).
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._=+@,-]+$")
+
+
+def safe_uri(uri: str, what: str) -> str:
+    """``uri`` unchanged when it is an ``s3://bucket/key`` or a folder with no ``..``/empty/odd segments."""
+    if not isinstance(uri, str) or not uri or len(uri) > 1024:
+        raise ValueError(f"{what}: not a usable location")
+    if storage.is_s3(uri):
+        bucket, key = storage.split_s3(uri)
+        segments = [bucket, *key.rstrip("/").split("/")] if key else [bucket]
+        bad = [s for s in segments if s in (".", "..") or not _SAFE_SEGMENT.match(s)]
+    else:  # a local folder (tests, the local executor): only traversal and control characters are refused
+        parts = uri.replace("\\", "/").split("/")
+        bad = [s for s in parts if s == ".." or any(ord(c) < 32 for c in s)]
+    if bad:
+        raise ValueError(
+            f"{what}: refused location {uri!r} (empty, '..' or unexpected characters in a segment)"
+        )
+    return uri
 
 
 def dumps(value: object) -> bytes:
@@ -56,6 +92,8 @@ class RunPlan:
     measures: tuple[str, ...] | None = None
     period: tuple[str, str] | None = None
     valuesets: str | None = None
+    as_of: str | None = None  # ISO date: events or births after it are quarantined as "in the future"
+    max_error_rate: float | None = None  # publish only when quarantined rows / rows <= this
 
     @property
     def root(self) -> str:
@@ -85,6 +123,8 @@ class RunPlan:
             measures=None if doc.get("measures") is None else tuple(doc["measures"]),
             period=None if doc.get("period") is None else (str(doc["period"][0]), str(doc["period"][1])),
             valuesets=doc.get("valuesets"),
+            as_of=None if doc.get("as_of") is None else str(doc["as_of"]),
+            max_error_rate=None if doc.get("max_error_rate") is None else float(doc["max_error_rate"]),
         )
 
 
@@ -95,6 +135,7 @@ class ShardResult:
     patients: int
     subjects_path: str
     counts_path: str
+    quarantined: int = 0
 
 
 @dataclass(frozen=True)
@@ -180,8 +221,17 @@ def plan(
     period: str | Sequence[str] | None = None,
     valuesets: str | None = None,
     n_shards: int | None = None,
+    max_error_rate: float | None = None,
+    as_of: str | date | None = None,
 ) -> RunPlan:
-    """Read the manifest, shard its buckets, derive the run id and write ``run.json``."""
+    """Read the manifest, shard its buckets, derive the run id and write ``run.json``.
+
+    ``as_of`` (an ISO date; default none) quarantines births and events after it as "in the future"; it is
+    opt-in so results never depend on the day a run happens, and it is part of the run id when set.
+    ``max_error_rate`` is not: a rerun with another threshold reuses the shards already done.
+    """
+    if max_error_rate is not None and not 0 <= max_error_rate <= 1:
+        raise ValueError(f"max_error_rate must be in 0..1, got {max_error_rate}")
     manifest = lake.read_manifest(data)
     ids = None if measures is None else tuple(sorted({m.strip().upper() for m in measures if m.strip()}))
     valuesets = None if valuesets is None else str(valuesets)
@@ -192,10 +242,14 @@ def plan(
     if len(patient_rows) != manifest.n_buckets:
         patient_rows = (0,) * manifest.n_buckets
     shards = choose_shards(patient_rows, n_shards)
-    options = {"measures": ids, "n_shards": len(shards), "shards": shards}
+    as_of = None if as_of is None else date.fromisoformat(str(as_of)).isoformat()
+    options: dict[str, Any] = {"measures": ids, "n_shards": len(shards), "shards": shards}
+    if as_of is not None:
+        options["as_of"] = as_of
     identity = lake.canonical_json([manifest.content_hash, lib, span, options])
+    run_id = hashlib.sha256(identity).hexdigest()[:16]
     run = RunPlan(
-        run_id=hashlib.sha256(identity).hexdigest()[:16],
+        run_id=run_id,
         data=data,
         out=out,
         manifest_hash=manifest.content_hash,
@@ -206,6 +260,8 @@ def plan(
         measures=ids,
         period=span,
         valuesets=valuesets,
+        as_of=as_of,
+        max_error_rate=max_error_rate,
     )
     storage.write_bytes(storage.join(run.root, "run.json"), dumps(run.to_dict()))
     log.info("planned run %s: %d shards over %d buckets", run.run_id, len(shards), run.n_buckets)
@@ -225,6 +281,58 @@ def counts_path(run: RunPlan, index: int) -> str:
     return storage.join(run.root, "counts", f"shard-{index:04d}.json")
 
 
+def errors_path(run: RunPlan, index: int) -> str:
+    """The shard's quarantine sink (file, row, ids, reason), written even when empty."""
+    return storage.join(run.root, "errors", f"shard-{index:04d}.parquet")
+
+
+def read_counts(run: RunPlan, index: int) -> dict[str, Any] | None:
+    """The shard's counts document when it is present, complete and of this run; None when absent.
+
+    A document that is unreadable or belongs to another run/dataset/library raises, naming the key: it is a
+    partial or stale object, and rerunning the shard replaces it.
+    """
+    path = counts_path(run, index)
+    try:
+        raw = storage.read_bytes(path)
+    except FileNotFoundError:
+        return None
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("counts"), list):
+            raise ValueError("not a counts document")
+        int(doc["patients"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunIncompleteError(
+            f"run {run.run_id}: {path} is unreadable ({type(exc).__name__}); rerun the shard"
+        ) from None
+    if doc.get("run_id") != run.run_id or doc.get("shard") != index:
+        raise RunIncompleteError(f"run {run.run_id}: counts of shard {index} belong to another run")
+    for field_name, expected in (("manifest_hash", run.manifest_hash), ("library_hash", run.library_hash)):
+        if field_name in doc and doc[field_name] != expected:
+            raise RunIncompleteError(f"run {run.run_id}: counts of shard {index} have another {field_name}")
+    return doc
+
+
+def shard_done(run: RunPlan, index: int) -> bool:
+    """True when the shard's outputs are all present and its counts are of this run (a rerun may skip it)."""
+    try:
+        doc = read_counts(run, index)
+    except RunIncompleteError:
+        return False
+    return (
+        doc is not None
+        and storage.exists(subjects_path(run, index))
+        and storage.exists(errors_path(run, index))
+    )
+
+
+def _as_of(run: RunPlan) -> datetime | None:
+    if run.as_of is None:
+        return None
+    return datetime.combine(date.fromisoformat(run.as_of), time.max, tzinfo=UTC)
+
+
 def _count_records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return [dict(row) for row in frame.iter_rows(named=True)]
 
@@ -239,10 +347,22 @@ def evaluate_shard(run: RunPlan | Mapping[str, Any], shard_index: int) -> ShardR
     if manifest.content_hash != run.manifest_hash:
         raise RunIncompleteError(f"run {run.run_id}: the dataset changed since planning")
     buckets = run.shard_buckets(shard_index)
+    start, stop = run.shards[shard_index]
+    where = f"run {run.run_id} shard {shard_index} (buckets {start}..{stop - 1})"
+    # Footers and row counts first: a truncated, corrupt or drifted file fails here, named, before any work.
+    lake.validate_buckets(run.data, manifest, buckets)
     source = ParquetSource(run.data, buckets, manifest=manifest, validate=False)
-    patients = int(source.scan("patient", ["patient_id"]).select(pl.len()).collect().item())
-    if patients:
-        subjects = evaluate(plans, source, _config(run)).subjects
+    errors = source.screen(_as_of(run))
+    rows = sum(manifest.tables[t].bucket_rows[b] for t in manifest.tables for b in buckets)
+    patients = (
+        sum(manifest.tables["patient"].bucket_rows[b] for b in buckets) if "patient" in manifest.tables else 0
+    )
+    evaluable = patients - errors.filter(pl.col("table") == "patient").height
+    if evaluable:
+        try:
+            subjects = evaluate(plans, source, _config(run)).subjects
+        except (EngineError, pl.exceptions.PolarsError, OSError) as exc:
+            raise ShardError(f"{where}: evaluation failed ({type(exc).__name__}: {exc})") from exc
     else:
         subjects = pl.DataFrame(
             schema={"measure_id": pl.String, "group_id": pl.String, "patient_id": pl.String}
@@ -250,19 +370,32 @@ def evaluate_shard(run: RunPlan | Mapping[str, Any], shard_index: int) -> ShardR
     subjects = subjects.sort("measure_id", "group_id", "patient_id")
     out_subjects = subjects_path(run, shard_index)
     storage.put_file(lambda p: subjects.write_parquet(p, compression="zstd", statistics=True), out_subjects)
+    errors = errors.select(list(ERRORS_SCHEMA))
+    storage.put_file(lambda p: errors.write_parquet(p, compression="zstd"), errors_path(run, shard_index))
+    reasons = errors.group_by("reason").len().sort("reason").iter_rows() if errors.height else []
     doc = {
         "run_id": run.run_id,
         "shard": shard_index,
         "buckets": list(run.shards[shard_index]),
+        "manifest_hash": run.manifest_hash,
+        "library_hash": run.library_hash,
         "patients": patients,
+        "rows": rows,
+        "quarantined": errors.height,
+        "reasons": {str(reason): int(n) for reason, n in reasons},
         "counts": _count_records(count_frame(subjects)) if subjects.height else [],
     }
     out_counts = counts_path(run, shard_index)
-    storage.write_bytes(out_counts, dumps(doc))
+    storage.write_bytes(out_counts, dumps(doc))  # last: the shard's commit marker
     log.info(
-        "run %s shard %d: %d patients, buckets %s", run.run_id, shard_index, patients, run.shards[shard_index]
+        "run %s shard %d: %d patients, %d rows quarantined, buckets %s",
+        run.run_id,
+        shard_index,
+        patients,
+        errors.height,
+        run.shards[shard_index],
     )
-    return ShardResult(run.run_id, shard_index, patients, out_subjects, out_counts)
+    return ShardResult(run.run_id, shard_index, patients, out_subjects, out_counts, errors.height)
 
 
 def _merge(docs: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
@@ -286,6 +419,23 @@ def _merge(docs: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
 
 def _entry(row: Mapping[str, Any], populations: Sequence[str]) -> dict[str, Any]:
     return {"populations": {FHIR_CODES[p]: int(row[p]) for p in populations}, "score": row["score"]}
+
+
+def quarantine_totals(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Rows read, rows quarantined, their share and reasons, over every shard's counts."""
+    rows = sum(int(d.get("rows", 0)) for d in docs)
+    quarantined = sum(int(d.get("quarantined", 0)) for d in docs)
+    reasons: dict[str, int] = {}
+    for d in docs:
+        for reason, n in (d.get("reasons") or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + int(n)
+    return {
+        "rows": rows,
+        "quarantined": quarantined,
+        "rate": quarantined / rows if rows else 0.0,
+        "reasons": dict(sorted(reasons.items())),
+        "sink": "errors/",
+    }
 
 
 def _document(run: RunPlan, plans: Sequence[MeasurePlan], frame: pl.DataFrame) -> dict[str, Any]:
@@ -339,19 +489,23 @@ def _publish_reports(run: RunPlan, plans: Sequence[MeasurePlan], document: dict[
 
 
 def reduce(run: RunPlan | Mapping[str, Any]) -> Summary:
-    """Merge every shard's counts exactly, reconcile with the manifest, write ``summary.json`` last."""
+    """Merge every shard's counts exactly, reconcile with the manifest, write ``summary.json`` last.
+
+    Safe to start twice or early: it reads only committed shard outputs, refuses (publishing nothing) while any
+    is missing, stale or partial, and a second complete reduce rewrites the same bytes.
+    """
     run = _as_run(run)
     plans = _plans_for(run)
     docs: list[dict[str, Any]] = []
     missing: list[int] = []
     for index in range(len(run.shards)):
-        try:
-            doc = json.loads(storage.read_bytes(counts_path(run, index)))
-        except FileNotFoundError:
+        doc = read_counts(run, index)
+        if doc is None:
             missing.append(index)
             continue
-        if doc.get("run_id") != run.run_id or doc.get("shard") != index:
-            raise RunIncompleteError(f"run {run.run_id}: counts of shard {index} belong to another run")
+        for path in (subjects_path(run, index), errors_path(run, index)):
+            if not storage.exists(path):
+                raise RunIncompleteError(f"run {run.run_id}: {path} is missing; rerun shard {index}")
         docs.append(doc)
     if missing:
         raise RunIncompleteError(f"run {run.run_id}: shards {missing} have no counts; nothing published")
@@ -360,8 +514,16 @@ def reduce(run: RunPlan | Mapping[str, Any]) -> Summary:
         raise RunIncompleteError(
             f"run {run.run_id}: shards saw {seen} patients, the manifest lists {run.patients}"
         )
+    quarantine = quarantine_totals(docs)
+    if run.max_error_rate is not None and quarantine["rate"] > run.max_error_rate:
+        raise ErrorRateExceededError(
+            f"run {run.run_id}: {quarantine['quarantined']} of {quarantine['rows']} rows quarantined"
+            f" ({100 * quarantine['rate']:.2f}% > {100 * run.max_error_rate:.2f}%); nothing published,"
+            f" see {storage.join(run.root, 'errors')}"
+        )
     frame = _merge(docs)
     document = _document(run, plans, frame)
+    document["quarantine"] = quarantine
     _publish_reports(run, plans, document)
     path = storage.join(run.root, "summary.json")
     storage.write_bytes(path, dumps(document))  # last: the commit marker of a complete run
@@ -388,7 +550,7 @@ def _run_of(event: Mapping[str, Any]) -> RunPlan:
     if "run" in event:
         return _as_run(event["run"])
     if "run_uri" in event:
-        return load_run(str(event["run_uri"]))
+        return load_run(safe_uri(str(event["run_uri"]), "run_uri"))
     raise ValueError("event needs 'run' (the plan) or 'run_uri' (its run.json)")
 
 
@@ -405,7 +567,9 @@ def plan_handler(event: Mapping[str, Any], context: object = None) -> dict[str, 
         data = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     else:
         data = str(event["data"])
+    safe_uri(data, "data")
     out = event.get("out") or os.environ.get("RESULTS_ROOT") or storage.join(data, "_results")
+    safe_uri(str(out), "out")
     run = plan(
         data,
         str(out),
@@ -413,6 +577,8 @@ def plan_handler(event: Mapping[str, Any], context: object = None) -> dict[str, 
         period=event.get("period"),
         valuesets=event.get("valuesets"),
         n_shards=event.get("n_shards"),
+        max_error_rate=event.get("max_error_rate"),
+        as_of=event.get("as_of"),
     )
     run_uri = storage.join(run.root, "run.json")
     return {

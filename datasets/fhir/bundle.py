@@ -4,6 +4,10 @@ The resources of a Bundle are grouped by type and read with the same pinned sche
 ``read_ndjson`` per type), so the Bundle path is the Bulk path on a small input. ``fullUrl`` values give the
 reference aliases: ``urn:uuid:`` references, and references that name a resource by the id in its fullUrl
 rather than its ``id`` (the official eCQM tests do this).
+
+Hostile input is refused per resource, never by a crash: a resource nested deeper than :data:`MAX_DEPTH`,
+holding a string longer than :data:`MAX_STRING` or more than :data:`MAX_NODES` elements, or whose ``id`` is
+not a string, goes to the quarantine with its reason (ids only) and the rest of the Bundle is read.
 """
 
 from __future__ import annotations
@@ -14,10 +18,42 @@ from typing import Any
 
 import polars as pl
 
+from datasets.errors import DataContractError
 from datasets.fhir.flatten import REJECTED_SCHEMA, FlattenResult, flatten
 from datasets.fhir.raw import RAW, read_ndjson
 
 Resource = Mapping[str, Any]
+
+# Far beyond any R4 resource the canonical tables read (real ones nest < 15 deep, strings of a few KiB).
+MAX_DEPTH = 64
+MAX_STRING = 1_000_000
+MAX_NODES = 200_000
+REJECTED_KEY = "_rejected"  # marks a refused resource between bundle_resources and frames_from_resources
+
+
+def hostile(resource: Mapping[str, Any]) -> str | None:
+    """Why ``resource`` must not be read (depth, size, ``id`` type), or None; iterative, so deep input is safe."""
+    rid = resource.get("id")
+    if rid is not None and not isinstance(rid, str):
+        return "id is not a string"
+    stack: list[tuple[Any, int]] = [(resource, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            return f"more than {MAX_NODES} elements"
+        if isinstance(node, str):
+            if len(node) > MAX_STRING:
+                return f"a string longer than {MAX_STRING} characters"
+        elif isinstance(node, Mapping | list):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            children = node.values() if isinstance(node, Mapping) else node
+            stack.extend((child, depth + 1) for child in children)
+            if isinstance(node, Mapping):
+                stack.extend((key, depth + 1) for key in node)
+    return None
 
 
 def fullurl_aliases(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
@@ -27,7 +63,9 @@ def fullurl_aliases(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     real: set[str] = set()
     pending: list[tuple[str, str]] = []
     for entry in entries:
-        resource = entry.get("resource") or {}
+        resource = entry.get("resource")
+        if not isinstance(resource, Mapping):
+            continue
         rtype, rid, url = resource.get("resourceType"), resource.get("id"), entry.get("fullUrl")
         if not isinstance(rtype, str) or not isinstance(rid, str):
             continue
@@ -74,12 +112,21 @@ def _typed_tail(reference: str) -> str:
 def frames_from_resources(resources: Iterable[Resource]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Group resources by type into raw frames; a resource whose shape breaks its type's schema is refused."""
     lines: dict[str, list[str]] = {}
+    rejected: list[dict[str, str | None]] = []
     for resource in resources:
         rtype = resource.get("resourceType")
-        if isinstance(rtype, str) and rtype in RAW:
-            lines.setdefault(rtype, []).append(json.dumps(resource, separators=(",", ":")))
+        if not (isinstance(rtype, str) and rtype in RAW):
+            continue
+        why = resource.get(REJECTED_KEY)
+        if not why:
+            try:
+                lines.setdefault(rtype, []).append(json.dumps(resource, separators=(",", ":")))
+                continue
+            except (RecursionError, ValueError, TypeError):
+                why = hostile(resource) or "not serialisable as JSON"
+        rid = resource.get("id")
+        rejected.append({"resource_type": rtype, "id": rid if isinstance(rid, str) else None, "reason": why})
     frames: dict[str, pl.DataFrame] = {}
-    rejected: list[dict[str, str | None]] = []
     for rtype, group in lines.items():
         frame, bad = read_lines(rtype, group)
         frames[rtype] = frame
@@ -124,7 +171,10 @@ def with_source(rejected: pl.DataFrame, source: str) -> pl.DataFrame:
 def bundle_resources(bundle: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
     """The resources of one Bundle with references made relative (``Type/id``) and the source attached, so
     many Bundles can be flattened together without their fullUrl aliases colliding."""
-    entries = [e for e in bundle.get("entry") or () if isinstance(e, Mapping)]
+    if not isinstance(bundle, Mapping):
+        raise DataContractError(["not a FHIR Bundle (expected a JSON object)"], where=source)
+    listed = bundle.get("entry")
+    entries = [e for e in listed if isinstance(e, Mapping)] if isinstance(listed, list) else []
     aliases = fullurl_aliases(entries)
     patients = [t for t in aliases.values() if t.startswith("Patient/")]
     sole = patients[0] if len(set(patients)) == 1 else None
@@ -132,6 +182,18 @@ def bundle_resources(bundle: Mapping[str, Any], source: str) -> list[dict[str, A
     for entry in entries:
         resource = entry.get("resource")
         if not isinstance(resource, Mapping) or resource.get("resourceType") not in RAW:
+            continue
+        why = hostile(resource)
+        if why:  # not walked further (the reference rewrite recurses): kept only as a quarantine record
+            rid = resource.get("id")
+            resources.append(
+                {
+                    "resourceType": resource["resourceType"],
+                    "id": rid if isinstance(rid, str) else None,
+                    "_source": source,
+                    REJECTED_KEY: why,
+                }
+            )
             continue
         resource = _rewrite_references(dict(resource), aliases, sole) if aliases else dict(resource)
         if "id" not in resource and isinstance(entry.get("fullUrl"), str):

@@ -1,4 +1,8 @@
-"""``measures run --data DIR``: evaluate the measure library over a lake, sharded over a process pool."""
+"""``measures run --data DIR``: evaluate the measure library over a lake, sharded over a process pool.
+
+Bad rows are quarantined to ``<out>/<run_id>/errors/`` and counted; above ``--max-error-rate`` the run fails
+instead of publishing. A failed run keeps every committed shard: running the same command again completes it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,17 @@ import sys
 import time
 from typing import Any
 
-from datasets.errors import ManifestError
+from datasets.errors import DatasetError
 from engine.errors import EngineError
+
+DEFAULT_MAX_ERROR_RATE = 0.01
+
+
+def _rate_arg(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in 0..1, got {text}")
+    return value
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +39,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--shards", type=int, default=None, help="number of shards (default: one per worker)")
     parser.add_argument("--valuesets", default=None, help="official ValueSet expansions (file/folder)")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    parser.add_argument(
+        "--max-error-rate",
+        type=_rate_arg,
+        default=DEFAULT_MAX_ERROR_RATE,
+        help="fail instead of publishing when more than this fraction of rows is quarantined"
+        f" (default {DEFAULT_MAX_ERROR_RATE})",
+    )
+    parser.add_argument(
+        "--as-of", default=None, help="ISO date: quarantine births and events after it as 'in the future'"
+    )
     parser.set_defaults(func=run)
 
 
@@ -99,14 +122,34 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 on_plan=on_plan,
                 on_shard=on_shard,
+                max_error_rate=args.max_error_rate,
+                as_of=args.as_of,
             )
-    except (ManifestError, EngineError, batch.RunIncompleteError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]measures run failed:[/red] {exc}")
+    except (
+        DatasetError,
+        EngineError,
+        batch.RunIncompleteError,
+        batch.ShardError,
+        ValueError,
+        FileNotFoundError,
+    ) as exc:
+        from rich.text import Text
+
+        console.print(Text("measures run failed: ", style="red") + Text(str(exc)))  # no markup from data
         return 1
     elapsed = time.perf_counter() - began
     if args.format == "json":
         sys.stdout.write(batch.dumps(done.summary.document).decode())
     else:
         _print_table(done.summary.document, elapsed)
+        quarantine = done.summary.document.get("quarantine") or {}
+        if quarantine.get("quarantined"):
+            reasons = ", ".join(f"{r}: {n}" for r, n in quarantine["reasons"].items())
+            console.print(
+                f"quarantined {quarantine['quarantined']:,} of {quarantine['rows']:,} rows"
+                f" ({_rate(quarantine['rate'])}; {reasons}); see {done.run.root}/errors/",
+                markup=False,
+                highlight=False,
+            )
         console.print(f"summary: {done.summary.path}")
     return 0

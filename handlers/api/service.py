@@ -35,7 +35,7 @@ def single_patient_config(start: date | None, end: date | None) -> EvaluationCon
     """In-memory engine, no event materialisation: start-up cost dominates for one patient."""
     if start is not None and end is not None and start > end:
         raise ApiError(400, "periodStart is after periodEnd", expression=["periodStart", "periodEnd"])
-    return EvaluationConfig(period_start=start, period_end=end, streaming=False, materialize_events=False)
+    return EvaluationConfig(period_start=start, period_end=end, streaming=False, materialize_events=True)
 
 
 def _entry_index(bundle: Mapping[str, Any]) -> dict[tuple[str, str], int]:

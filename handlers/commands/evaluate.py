@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"measures evaluate: the Bundle must hold one Patient (found {len(patients)})", file=sys.stderr)
         return 2
     plans = load_library(args.measure, args.valuesets)
-    config = EvaluationConfig(period_start=start, period_end=end, streaming=False, materialize_events=False)
+    config = EvaluationConfig(period_start=start, period_end=end, streaming=False)
     result = evaluate(plans, FrameSource(flat.tables), config)
     reports = result.measure_reports("individual", patient_id=patients[0])
     if args.format == "table":

@@ -28,12 +28,13 @@ from datasets.source import ERRORS_SCHEMA, ParquetSource
 from engine import EvaluationConfig, MeasurePlan, evaluate
 from engine.errors import EngineError
 from engine.library import POPULATIONS, count_frame, library_hash, load_library, score
+from engine.observations import group_observations, merge_counts, observation_counts
 from engine.populations import FHIR_CODES
 
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "measures-engine.run/1"
-SUMMARY_FORMAT = "measures-engine.summary/1"
+SUMMARY_FORMAT = "measures-engine.summary/2"  # 2: quarantine and observation aggregates
 # Rough per-shard target: big enough to amortise a worker's start-up, small enough to spread over cores.
 TARGET_PATIENTS_PER_SHARD = 25_000
 
@@ -384,6 +385,7 @@ def evaluate_shard(run: RunPlan | Mapping[str, Any], shard_index: int) -> ShardR
         "quarantined": errors.height,
         "reasons": {str(reason): int(n) for reason, n in reasons},
         "counts": _count_records(count_frame(subjects)) if subjects.height else [],
+        "observations": observation_counts(subjects) if subjects.height else [],
     }
     out_counts = counts_path(run, shard_index)
     storage.write_bytes(out_counts, dumps(doc))  # last: the shard's commit marker
@@ -438,17 +440,25 @@ def quarantine_totals(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _document(run: RunPlan, plans: Sequence[MeasurePlan], frame: pl.DataFrame) -> dict[str, Any]:
+def _document(
+    run: RunPlan, plans: Sequence[MeasurePlan], frame: pl.DataFrame, docs: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     rows = {(r["measure_id"], r["group_id"], r["stratum"]): r for r in frame.iter_rows(named=True)}
     zero = {**dict.fromkeys(POPULATIONS, 0), "score": None}
     config = _config(run)
     measures: dict[str, Any] = {}
+    merged = merge_counts(d.get("observations") or [] for d in docs)
     for p in plans:
         period = config.period_for(p)
         groups: dict[str, Any] = {}
+        observed = group_observations(p, merged)
         for g in p.groups:
             pops = [name for name, _ in g.populations if name in FHIR_CODES]
             entry = _entry(rows.get((p.measure_id, g.id, None), zero), pops)
+            if g.observations:
+                entry["observations"] = observed[g.id]["observations"]
+                if p.scoring in ("continuous_variable", "ratio"):
+                    entry["score"] = observed[g.id]["score"]
             entry["strata"] = {
                 sid: _entry(rows.get((p.measure_id, g.id, sid), zero), pops) for sid, _ in g.stratifiers
             }
@@ -522,7 +532,7 @@ def reduce(run: RunPlan | Mapping[str, Any]) -> Summary:
             f" see {storage.join(run.root, 'errors')}"
         )
     frame = _merge(docs)
-    document = _document(run, plans, frame)
+    document = _document(run, plans, frame, docs)
     document["quarantine"] = quarantine
     _publish_reports(run, plans, document)
     path = storage.join(run.root, "summary.json")

@@ -82,6 +82,7 @@ from engine.systems import canonical_system
 
 Path = tuple[str | int, ...]
 
+COMPONENT_COLUMNS = ("observation_id", "component_ix", "code", "value_quantity", "value_unit", "patient_id")
 MIXED = "mixed"  # the table of a union over several tables: only the event columns remain
 PROFILE_SYSTEM = "profile"  # the membership "system" of declared-profile keys (matched against meta.profile)
 EVENT_COLUMNS = ("patient_id", "id", "start", "end", "tz_offset_min")
@@ -264,16 +265,6 @@ class _Compiler:
             return self.attr(scope, path, table, node)
         if isinstance(node, ValueFilter):
             self.need(table, "value_quantity", "value_unit")
-            if node.component is not None:
-                self.need(
-                    "observation_component",
-                    "observation_id",
-                    "component_ix",
-                    "code",
-                    "value_quantity",
-                    "value_unit",
-                    "patient_id",
-                )
             comp = None if node.component is None else self.component(node.component)
             return ValueTest(node.value, comp)
         if isinstance(node, TimingFilter):
@@ -295,6 +286,7 @@ class _Compiler:
 
     def component(self, code: CodeRef) -> tuple[str, str]:
         """A component code, matched through the bind-time tags of observation_component.code."""
+        self.need("observation_component", *COMPONENT_COLUMNS)
         system = canonical_system(code.system)
         self.membership.add((component_key(system, code.code), system, code.code))
         self.attr_tags.add(("observation_component", "code"))
@@ -416,16 +408,6 @@ class _Compiler:
         events = self.events(scope, (*path, "pick", "from"), spec.from_)
         table = self.table_of(events)
         self.need(table, "value_quantity", "value_unit")
-        if spec.component is not None:
-            self.need(
-                "observation_component",
-                "observation_id",
-                "component_ix",
-                "code",
-                "value_quantity",
-                "value_unit",
-                "patient_id",
-            )
         if (
             spec.by in ("lowest", "highest")
             and spec.component is None

@@ -132,4 +132,27 @@ def summarize(subjects: pl.DataFrame, plans: Sequence[MeasurePlan] | None = None
         if absent.height:
             zeros = absent.with_columns(pl.lit(0, pl.Int64).alias(p) for p in POPULATIONS)
             counts = pl.concat([counts, zeros], how="diagonal_relaxed").sort(SUMMARY_KEYS, nulls_last=False)
-    return with_scores(counts)
+    scored = with_scores(counts)
+    return _observation_scores(scored, subjects, plans) if plans else scored
+
+
+def _observation_scores(
+    summary: pl.DataFrame, subjects: pl.DataFrame, plans: Sequence[MeasurePlan]
+) -> pl.DataFrame:
+    """Continuous-variable and ratio groups are scored from their measure observations (whole groups)."""
+    from engine.observations import group_observations, merge_counts, observation_counts
+
+    merged = merge_counts([observation_counts(subjects)])
+    scores = {
+        (p.measure_id, gid): entry["score"]
+        for p in plans
+        if p.scoring in ("continuous_variable", "ratio") and any(g.observations for g in p.groups)
+        for gid, entry in group_observations(p, merged).items()
+    }
+    if not scores:
+        return summary
+    values = [
+        scores.get((m, g), s) if stratum is None and (m, g) in scores else s
+        for m, g, stratum, s in summary.select("measure_id", "group_id", "stratum", "score").iter_rows()
+    ]
+    return summary.with_columns(pl.Series("score", values, dtype=pl.Float64))

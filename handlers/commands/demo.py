@@ -51,8 +51,13 @@ def run(args: argparse.Namespace) -> int:
     )
     for column in ("measure", "group", "IP", "denom", "excl", "excep", "numer", "rate"):
         table.add_column(column, justify="left" if column in ("measure", "group") else "right")
+    scoring = {p.measure_id: p.scoring for p in plans}
     for row in summary.iter_rows(named=True):
-        rate = "-" if row["score"] is None else f"{100 * row['score']:.1f} %"
+        proportion = scoring.get(row["measure_id"]) in ("proportion", None)
+        if row["score"] is None:
+            rate = "-"
+        else:
+            rate = f"{100 * row['score']:.1f} %" if proportion else f"{row['score']:g} (observed)"
         table.add_row(
             row["measure_id"],
             row["group_id"],

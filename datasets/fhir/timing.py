@@ -10,6 +10,8 @@ FHIR date(-time) gives ``bad = true`` and the caller quarantines the record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 
 # year, month, day, hour, minute, second, fraction, zone. ``Z`` is matched here, never left to ``%:z`` (P1).
@@ -20,6 +22,49 @@ _RX = (
 _PARTS = ("y", "mo", "d", "h", "mi", "s", "f", "z")
 _STEP = {1: "1y", 2: "1mo", 3: "1d", 4: "1h", 5: "1m", 6: "1s"}
 TIME_FIELDS = ("low", "high", "prec", "tz", "bad")
+
+Part = Callable[[str], pl.Expr]
+
+
+def _local(part: Part) -> pl.Expr:
+    """The wall-clock instant the parts write (missing parts at their low end), with its fraction."""
+    text = pl.concat_str(
+        part("y"), pl.lit("-"), part("mo").fill_null("01"), pl.lit("-"), part("d").fill_null("01"),
+        pl.lit("T"), part("h").fill_null("00"), pl.lit(":"), part("mi").fill_null("00"), pl.lit(":"),
+        part("s").fill_null("00"),
+    )  # fmt: skip
+    micros = (part("f") + "00000").str.slice(0, 6).cast(pl.Int64).fill_null(0)
+    return text.str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us") + pl.duration(
+        microseconds=micros
+    )
+
+
+def _offset_minutes(part: Part) -> pl.Expr:
+    """The written offset in minutes (``Z`` is 0); null when none was written."""
+    zone = part("z")
+    sign = pl.when(zone.str.starts_with("-")).then(-1).otherwise(1)
+    minutes = sign * (zone.str.slice(1, 2).cast(pl.Int32) * 60 + zone.str.slice(4, 2).cast(pl.Int32))
+    return pl.when(zone == "Z").then(0).otherwise(minutes).cast(pl.Int16)
+
+
+def _precision(part: Part) -> pl.Expr:
+    return pl.sum_horizontal(*(part(p).is_not_null() for p in _PARTS[:7])).cast(pl.Int8)
+
+
+def _fraction_step(part: Part) -> pl.Expr:
+    """One unit of the written fraction's last digit, in microseconds (``.123`` -> 1000)."""
+    digits = part("f").str.len_chars().cast(pl.Int64).clip(upper_bound=6)
+    return pl.lit(10, dtype=pl.Int64).pow(pl.lit(6, dtype=pl.Int64) - digits)
+
+
+def _bounds(local: pl.Expr, tz: pl.Expr, prec: pl.Expr, frac_step: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(low, high) UTC boundaries of a wall-clock value written at ``prec`` in offset ``tz``."""
+    step = prec.replace_strict(list(_STEP), list(_STEP.values()), default=None, return_dtype=pl.String)
+    step = pl.coalesce(step, frac_step.cast(pl.String) + "us")
+    shift = pl.duration(minutes=tz.cast(pl.Int64).fill_null(0))
+    low = (local - shift).dt.replace_time_zone("UTC")
+    high = (local.dt.offset_by(step) - pl.duration(microseconds=1) - shift).dt.replace_time_zone("UTC")
+    return low, high
 
 
 def parse_stages(raw: dict[str, pl.Expr]) -> list[list[pl.Expr]]:
@@ -36,54 +81,21 @@ def parse_stages(raw: dict[str, pl.Expr]) -> list[list[pl.Expr]]:
     local, finals = [], []
     for name in raw:
         part = pl.col(name).struct.field
-        text = pl.concat_str(
-            part("y"),
-            pl.lit("-"),
-            part("mo").fill_null("01"),
-            pl.lit("-"),
-            part("d").fill_null("01"),
-            pl.lit("T"),
-            part("h").fill_null("00"),
-            pl.lit(":"),
-            part("mi").fill_null("00"),
-            pl.lit(":"),
-            part("s").fill_null("00"),
-        )
-        zone = part("z")
-        tz = (
-            pl.when(zone == "Z")
-            .then(0)
-            .otherwise(
-                pl.when(zone.str.starts_with("-")).then(-1).otherwise(1)
-                * (zone.str.slice(1, 2).cast(pl.Int32) * 60 + zone.str.slice(4, 2).cast(pl.Int32))
-            )
-        )
-        prec = pl.sum_horizontal(*(part(p).is_not_null() for p in _PARTS[:7])).cast(pl.Int8)
-        digits = part("f").str.len_chars().cast(pl.Int64).clip(upper_bound=6)
         local.append(
             pl.struct(
-                local=text.str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us")
-                + pl.duration(microseconds=(part("f") + "00000").str.slice(0, 6).cast(pl.Int64).fill_null(0)),
-                tz=tz.cast(pl.Int16),
-                prec=prec,
-                frac_step=pl.lit(10, dtype=pl.Int64).pow(pl.lit(6, dtype=pl.Int64) - digits),
+                local=_local(part),
+                tz=_offset_minutes(part),
+                prec=_precision(part),
+                frac_step=_fraction_step(part),
             ).alias(name)
         )
         field = pl.col(name).struct.field
-        step = (
-            pl.col(name)
-            .struct.field("prec")
-            .replace_strict(list(_STEP), list(_STEP.values()), default=None, return_dtype=pl.String)
-        )
-        step = pl.coalesce(step, field("frac_step").cast(pl.String) + "us")
-        shift = pl.duration(minutes=field("tz").cast(pl.Int64).fill_null(0))
+        low, high = _bounds(field("local"), field("tz"), field("prec"), field("frac_step"))
         valid = field("local").is_not_null()
         finals.append(
             pl.struct(
-                low=(field("local") - shift).dt.replace_time_zone("UTC"),
-                high=(
-                    field("local").dt.offset_by(step) - pl.duration(microseconds=1) - shift
-                ).dt.replace_time_zone("UTC"),
+                low=low,
+                high=high,
                 prec=pl.when(valid).then(field("prec")),
                 tz=pl.when(valid).then(field("tz")),
                 bad=~valid & pl.col(f"{name}__present"),
@@ -95,40 +107,12 @@ def parse_stages(raw: dict[str, pl.Expr]) -> list[list[pl.Expr]]:
 def parse_time(raw: pl.Expr) -> pl.Expr:
     """:func:`parse_stages` as one expression, for nested values (``list.eval``), where stages cannot go."""
     text = raw.str.strip_chars()
-    groups = text.str.extract_groups(_RX).struct.rename_fields(list(_PARTS))
-    part = groups.struct.field
-    prec = pl.sum_horizontal(*(part(name).is_not_null().cast(pl.Int8) for name in _PARTS[:7])).cast(pl.Int8)
-    local = pl.concat_str(
-        part("y"),
-        pl.lit("-"),
-        part("mo").fill_null("01"),
-        pl.lit("-"),
-        part("d").fill_null("01"),
-        pl.lit("T"),
-        part("h").fill_null("00"),
-        pl.lit(":"),
-        part("mi").fill_null("00"),
-        pl.lit(":"),
-        part("s").fill_null("00"),
-    ).str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us")
-    fraction = part("f")
-    local = local + pl.duration(microseconds=(fraction + "00000").str.slice(0, 6).cast(pl.Int64).fill_null(0))
-    zone = part("z")
-    sign = pl.when(zone.str.starts_with("-")).then(-1).otherwise(1)
-    tz = (
-        pl.when(zone == "Z")
-        .then(0)
-        .otherwise(sign * (zone.str.slice(1, 2).cast(pl.Int32) * 60 + zone.str.slice(4, 2).cast(pl.Int32)))
-        .cast(pl.Int16)
-    )
-    step = prec.replace_strict(list(_STEP), list(_STEP.values()), default=None, return_dtype=pl.String)
-    digits = fraction.str.len_chars().cast(pl.Int64).clip(upper_bound=6)
-    frac_step = pl.lit(10, dtype=pl.Int64).pow(pl.lit(6, dtype=pl.Int64) - digits)
-    step = pl.coalesce(step, frac_step.cast(pl.String) + "us")
-    shift = pl.duration(minutes=tz.cast(pl.Int64).fill_null(0))
+    part = text.str.extract_groups(_RX).struct.rename_fields(list(_PARTS)).struct.field
+    local, tz, prec = _local(part), _offset_minutes(part), _precision(part)
+    low, high = _bounds(local, tz, prec, _fraction_step(part))
     return pl.struct(
-        low=(local - shift).dt.replace_time_zone("UTC"),
-        high=(local.dt.offset_by(step) - pl.duration(microseconds=1) - shift).dt.replace_time_zone("UTC"),
+        low=low,
+        high=high,
         prec=pl.when(local.is_not_null()).then(prec),
         tz=pl.when(local.is_not_null()).then(tz),
         bad=text.is_not_null() & (text != "") & local.is_null(),

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from engine.results import Results
 from engine.errors import EvaluationError
 from engine.lower import Bound, Lowerer, lower
-from engine.plan import EventsIR, MeasurePlan, NamedEventsIR, RelatedTest, RetrieveIR, UnionIR
+from engine.plan import EventsIR, MeasurePlan, NamedEventsIR, RetrieveIR, UnionIR, walk
 from engine.supply import supply_columns
 from engine.timeexpr import Period
 
@@ -133,37 +133,9 @@ class Requirements:
 
 def _full_tables(plan: MeasurePlan) -> set[str]:
     """Tables some retrieve reads without a code restriction (all their rows must be bound)."""
-    found: set[str] = set()
-
-    def visit(node: object) -> None:
-        if isinstance(node, RetrieveIR):
-            if node.all_rows:
-                found.add(node.table)
-            for f in node.filters:
-                visit(f)
-        elif isinstance(node, UnionIR):
-            for p in node.parts:
-                visit(p)
-            for f in node.filters:
-                visit(f)
-        elif isinstance(node, NamedEventsIR):
-            for f in node.filters:
-                visit(f)
-        elif isinstance(node, RelatedTest):
-            visit(node.events)
-        elif hasattr(node, "__dataclass_fields__"):
-            for name in node.__dataclass_fields__:
-                value = getattr(node, name)
-                for item in value if isinstance(value, tuple) else (value,):
-                    if hasattr(item, "__dataclass_fields__"):
-                        visit(item)
-
-    for _, node in plan.defines:
-        visit(node)
-    for group in plan.groups:
-        for _, cond in (*group.populations, *group.stratifiers):
-            visit(cond)
-    return found
+    roots = [node for _, node in plan.defines]
+    roots += [cond for group in plan.groups for _, cond in (*group.populations, *group.stratifiers)]
+    return {n.table for root in roots for n in walk(root) if isinstance(n, RetrieveIR) and n.all_rows}
 
 
 def _tag_frame(base: pl.LazyFrame, column: str, membership: pl.LazyFrame) -> pl.LazyFrame:
@@ -177,12 +149,13 @@ def _tag_frame(base: pl.LazyFrame, column: str, membership: pl.LazyFrame) -> pl.
             .select("_row", "_key")
             .unique()
         )
-    if base.collect_schema()[column] == pl.String:
+    schema = base.collect_schema()
+    if schema[column] == pl.String:
         # a single code column (encounter.class_code) paired with its system column when the table has one
         system_column = column.removesuffix("_code") + "_system"
-        system = pl.col(system_column) if system_column in base.collect_schema() else pl.lit(None, pl.String)
+        system = pl.col(system_column) if system_column in schema else pl.lit(None, pl.String)
         coded = base.select("_row", system.alias("system"), pl.col(column).alias("code")).drop_nulls("code")
-        if system_column not in base.collect_schema():
+        if system_column not in schema:
             return coded.join(membership.drop("system"), on="code").select("_row", "_key").unique()
         return coded.join(membership, on=["system", "code"]).select("_row", "_key").unique()
     return (
@@ -314,20 +287,11 @@ def _patients(source: DataSource, req: Requirements) -> pl.LazyFrame:
 def _named_depth(node: object, plan_defines: Mapping[str, object], memo: dict[str, int]) -> int:
     """How many named event sets are nested under ``node`` (0: none), so they materialise inner first."""
     depth = 0
-
-    def visit(item: object) -> None:
-        nonlocal depth
+    for item in walk(node):
         if isinstance(item, NamedEventsIR):
             if item.name not in memo:
                 memo[item.name] = 1 + _named_depth(plan_defines[item.name], plan_defines, memo)
             depth = max(depth, memo[item.name])
-        if hasattr(item, "__dataclass_fields__"):
-            for name in item.__dataclass_fields__:
-                value = getattr(item, name)
-                for sub in value if isinstance(value, tuple) else (value,):
-                    visit(sub)
-
-    visit(node)
     return depth
 
 

@@ -44,6 +44,7 @@ from engine.plan import (
     TimingTest,
     UnionIR,
     ValueTest,
+    children,
     component_key,
 )
 from engine.populations import cascade
@@ -352,10 +353,7 @@ class Lowerer:
             return out
         if isinstance(node, NotIR):
             return self.cond(node.item).not_()
-        if isinstance(node, DefineIR):
-            target = self.defines[node.name]
-            if isinstance(target, (RetrieveIR, UnionIR, NamedEventsIR)):
-                return pl.col(define_column(node.name))
+        if isinstance(node, DefineIR):  # a column of the subject frame (event sets: has one / is one)
             return pl.col(define_column(node.name))
         if isinstance(node, ExistsIR):
             return self.exists(node.events)
@@ -534,10 +532,7 @@ class Lowerer:
             if isinstance(node, (DefineIR, NamedEventsIR)) and node.name not in found:
                 found.add(node.name)
                 stack.append(self.defines[node.name])
-            if hasattr(node, "__dataclass_fields__"):
-                for attr in node.__dataclass_fields__:
-                    value = getattr(node, attr)
-                    stack.extend(v for v in (value if isinstance(value, tuple) else (value,)) if is_ir(v))
+            stack.extend(children(node))
         return found
 
     def subjects(self) -> pl.LazyFrame:
@@ -666,10 +661,6 @@ def attr_expr(node: AttrTest) -> pl.Expr:
 def suffixed(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Every column but ``patient_id`` renamed ``<name>_o``: the other side of a relation."""
     return frame.select(pl.col("patient_id"), pl.all().exclude("patient_id").name.suffix("_o"))
-
-
-def is_ir(value: object) -> bool:
-    return hasattr(value, "__dataclass_fields__")
 
 
 def timing_anchors(timing: Timing) -> set[str]:

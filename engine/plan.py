@@ -6,6 +6,7 @@ polars against whatever frames a run binds (a whole lake, a shard, one patient's
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date
 from typing import Any, Literal
@@ -330,6 +331,24 @@ def _render(node: Any, indent: int) -> list[str]:
         for item in value if isinstance(value, tuple) else (value,):
             out += _render(item, indent + 4)
     return out
+
+
+def children(node: object) -> Iterator[object]:
+    """The IR nodes directly inside ``node``: its fields and their tuple items that are IR dataclasses."""
+    if not is_dataclass(node):
+        return
+    for f in fields(node):
+        value = getattr(node, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if is_dataclass(item):
+                yield item
+
+
+def walk(node: object) -> Iterator[object]:
+    """``node`` and every IR node below it (named definitions are not followed: they are their own roots)."""
+    yield node
+    for child in children(node):
+        yield from walk(child)
 
 
 def code_key(codes: tuple[CodeRef, ...]) -> str:

@@ -54,7 +54,7 @@ def floor(source: Any, columns: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def engine_phases(plans: Sequence[Any], source: Any) -> tuple[dict[str, float], pl.DataFrame, Any]:
-    from engine.evaluate import SUBJECT_COLUMNS, EvaluationConfig, bind, materialize_events
+    from engine.evaluate import EvaluationConfig, bind, materialize_events
     from engine.lower import lower
 
     config = EvaluationConfig()
@@ -67,7 +67,7 @@ def engine_phases(plans: Sequence[Any], source: Any) -> tuple[dict[str, float], 
     t3 = time.perf_counter()
     parts = pl.collect_all(lazies, engine="in-memory")
     t4 = time.perf_counter()
-    subjects = pl.concat(parts, how="diagonal_relaxed").sort(list(SUBJECT_COLUMNS))
+    subjects = pl.concat(parts, how="diagonal_relaxed")  # as evaluate(): parts come ordered
     t5 = time.perf_counter()
     phases = {
         "bind_s": t1 - t0,
@@ -97,11 +97,7 @@ def profile(plans: Sequence[Any], source: Any) -> dict[str, Any]:
     from engine.evaluate import Requirements, _tag_frame
 
     req = Requirements.of(plans)
-    membership = pl.DataFrame(
-        sorted(req.membership),
-        schema={"_key": pl.String, "system": pl.String, "code": pl.String},
-        orient="row",
-    ).lazy()
+    membership = req.membership_frame()
     tag_cost: dict[str, float] = {}
     for table, column in sorted(req.tags | req.attr_tags):
         if not source.has_table(table):

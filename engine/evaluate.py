@@ -17,16 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from datasets.source import DataSource
-
-if TYPE_CHECKING:
-    from engine.results import Results
 from engine.errors import EvaluationError
 from engine.lower import Bound, Lowerer, lower
 from engine.plan import EventsIR, MeasurePlan, NamedEventsIR, RetrieveIR, UnionIR, walk
 from engine.supply import supply_columns
 from engine.timeexpr import Period
 
-SUBJECT_COLUMNS = ("measure_id", "group_id", "patient_id")
+if TYPE_CHECKING:
+    from engine.results import Results
 
 
 @dataclass(frozen=True)
@@ -130,6 +128,11 @@ class Requirements:
             req.columns[table].add("patient_id")
         return req
 
+    def membership_frame(self) -> pl.LazyFrame:
+        """Every (key, system, code) the plans match on: one table for all value sets of all measures."""
+        schema = {"_key": pl.String, "system": pl.String, "code": pl.String}
+        return pl.DataFrame(sorted(self.membership), schema=schema, orient="row").lazy()
+
 
 def _full_tables(plan: MeasurePlan) -> set[str]:
     """Tables some retrieve reads without a code restriction (all their rows must be bound)."""
@@ -193,11 +196,7 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     membership key, so a retrieve reads just its own value sets' rows.
     """
     req = Requirements.of(plans)
-    membership = pl.DataFrame(
-        sorted(req.membership),
-        schema={"_key": pl.String, "system": pl.String, "code": pl.String},
-        orient="row",
-    ).lazy()
+    membership = req.membership_frame()
     tables = [t for t in sorted(req.columns) if t != "patient"]
     scans = [source.scan(t, sorted(req.columns[t])).with_row_index("_row") for t in tables]
     try:

@@ -89,10 +89,14 @@ class EvaluationResult:
         return self._results().explain(patient_id, measure)
 
     def measure_reports(
-        self, kind: str = "summary", *, measure: str | None = None, patient_id: str | None = None
+        self,
+        kind: Literal["summary", "individual", "subject-list"] = "summary",
+        *,
+        measure: str | None = None,
+        patient_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """FHIR MeasureReports (summary, subject-list, or individual for one patient)."""
-        return self._results().measure_reports(kind, measure=measure, patient_id=patient_id)  # type: ignore[arg-type]
+        return self._results().measure_reports(kind, measure=measure, patient_id=patient_id)
 
     def html(self, path: str | None = None) -> str:
         """The self-contained HTML report (written to ``path`` when given)."""

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    import polars as pl
     from rich.console import Console
     from rich.table import Table
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = evaluate(plans, ParquetSource(str(lake)), EvaluationConfig())
     eval_s = time.perf_counter() - t0
-    summary = summarize(result.subjects, plans).filter(summary_filter())
+    summary = summarize(result.subjects, plans).filter(pl.col("stratum").is_null())  # whole groups
     table = Table(
         title=f"{args.patients:,} synthetic patients, period {plans[0].period_start}..{plans[0].period_end}"
     )
@@ -74,9 +75,3 @@ def run(args: argparse.Namespace) -> int:
         f"({args.patients / max(eval_s, 1e-9):,.0f} patients/s)"
     )
     return 0
-
-
-def summary_filter() -> object:
-    import polars as pl
-
-    return pl.col("stratum").is_null()

@@ -125,14 +125,17 @@ def _table_info(n_buckets: int, entries: Sequence[FileEntry]) -> TableInfo:
     return TableInfo(sum(bucket_rows), len(entries), digest.hexdigest(), tuple(bucket_rows))
 
 
-def _problems_to_file_schema(table: str, found: Mapping[str, pl.DataType]) -> list[Mismatch]:
-    """Schema problems of one file: the canonical columns less ``bucket``, which is the partition."""
+def _problems_to_file_schema(
+    table: str, found: Mapping[str, pl.DataType], version: str = SCHEMA_VERSION
+) -> list[Mismatch]:
+    """Schema problems of one file: the canonical columns (as of the lake's ``version``) less ``bucket``,
+    which is the partition."""
     problems = []
     if "bucket" in found:
         problems.append(
             Mismatch(table, "bucket", "the Hive partition, not a stored column", str(found["bucket"]))
         )
-    problems.extend(check_schema(table, {**found, "bucket": pl.UInt16()}))
+    problems.extend(check_schema(table, {**found, "bucket": pl.UInt16()}, version=version))
     return problems
 
 
@@ -282,15 +285,16 @@ def file_schema_and_rows(path: str) -> tuple[pl.Schema, int]:
     return lf.collect_schema(), int(lf.select(pl.len()).collect().item())
 
 
-def check_file(table: str, path: str) -> tuple[list[Mismatch], int]:
-    """Schema problems of one file and its row count; an unreadable file is a ``DataContractError``."""
+def check_file(table: str, path: str, version: str = SCHEMA_VERSION) -> tuple[list[Mismatch], int]:
+    """Schema problems of one file (against the schema as of the lake's ``version``) and its row count; an
+    unreadable file is a ``DataContractError``."""
     try:
         schema, rows = file_schema_and_rows(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataContractError(
             [f"{table}: unreadable Parquet ({type(exc).__name__}: {exc})"], where=path
         ) from None
-    return _problems_to_file_schema(table, schema), rows
+    return _problems_to_file_schema(table, schema, version), rows
 
 
 def validate_buckets(root: str, manifest: Manifest, buckets: Iterable[int] | None = None) -> None:
@@ -306,7 +310,7 @@ def validate_buckets(root: str, manifest: Manifest, buckets: Iterable[int] | Non
             path = file_path(root, table, bucket)
             if not storage.exists(path):
                 raise ManifestError(f"{path}: listed in the manifest ({table}, bucket {bucket}) but missing")
-            problems, rows = check_file(table, path)
+            problems, rows = check_file(table, path, manifest.schema_version)
             if problems:
                 raise DataContractError(problems, where=path)
             expected = manifest.tables[table].bucket_rows[bucket]

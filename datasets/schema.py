@@ -7,6 +7,10 @@ boundary of the start value, ``end`` the high boundary of the end value; precisi
 the offset as written in the source). Codes are lists of codings so that a record is in a value set when any
 of its codings is. Statuses stay raw FHIR codes; measures apply their own status rules.
 
+Version 1.1.0 (additive, for CMS108): ``encounter.procedures`` (the QI-Core encounter-procedure extension:
+procedure id and rank), ``encounter.locations[].type`` (the referenced Location's type codings, resolved within
+the same Bundle / Bulk export) and ``medication_administration.recorded`` (the qicore-recorded extension).
+
 Departure from the reference note: statuses are plain ``String`` rather than ``pl.Enum``. An Enum cast fails a
 whole batch on one unknown value (pitfall P15); ingestion checks status values against
 :data:`STATUS_CODES` instead and quarantines the record that carries an unknown one.
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 
 UTC_INSTANT = pl.Datetime("us", "UTC")
 CODING = pl.Struct({"system": pl.String, "code": pl.String, "display": pl.String})
@@ -126,9 +130,18 @@ TABLES: dict[str, pl.Schema] = {
                 }
             )
         ),
+        # 1.1.0: the QI-Core encounter-procedure extension (CMS108 "principal procedure": rank 1).
+        procedures=pl.List(pl.Struct({"procedure_id": pl.String, "rank": pl.Int32})),
+        # 1.1.0: ``type`` is the referenced Location's ``type`` codings (null when it is not in the input).
         locations=pl.List(
             pl.Struct(
-                {"location_id": pl.String, "status": pl.String, "start": UTC_INSTANT, "end": UTC_INSTANT}
+                {
+                    "location_id": pl.String,
+                    "status": pl.String,
+                    "start": UTC_INSTANT,
+                    "end": UTC_INSTANT,
+                    "type": CODES,
+                }
             )
         ),
         place_of_service=CODES,
@@ -235,6 +248,7 @@ TABLES: dict[str, pl.Schema] = {
         dose_unit=pl.String(),
         route=CODES,
         not_done_valueset=pl.String(),
+        recorded=UTC_INSTANT,  # 1.1.0: the qicore-recorded extension
         request_id=pl.String(),
         encounter_id=pl.String(),
     ),
@@ -406,15 +420,55 @@ def schema_of(table: str) -> pl.Schema:
         raise KeyError(f"unknown table {table!r}; canonical tables: {', '.join(TABLE_NAMES)}") from None
 
 
+# What each minor version added: (table, column) or (table, "list_column.struct_field"). A lake written at an
+# older minor version is read as the current one with the additions null (``schema_as_of`` checks its files).
+ADDITIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "1.1.0": (
+        ("encounter", "procedures"),
+        ("encounter", "locations.type"),
+        ("medication_administration", "recorded"),
+    ),
+}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def schema_as_of(table: str, version: str) -> pl.Schema:
+    """The canonical schema of ``table`` as it was at ``version`` (same major): later additions removed."""
+    columns = dict(schema_of(table))
+    for added_in, items in ADDITIONS.items():
+        if _version(added_in) <= _version(version):
+            continue
+        for where, path in items:
+            if where != table:
+                continue
+            column, _, field = path.partition(".")
+            if not field:
+                columns.pop(column, None)
+                continue
+            inner = columns[column]
+            assert isinstance(inner, pl.List) and isinstance(inner.inner, pl.Struct)
+            kept = {f.name: f.dtype for f in inner.inner.fields if f.name != field}
+            columns[column] = pl.List(pl.Struct(kept))
+    return pl.Schema(columns)
+
+
 def check_schema(
-    table: str, found: Mapping[str, pl.DataType], *, allow_extra: bool = False, require: tuple[str, ...] = ()
+    table: str,
+    found: Mapping[str, pl.DataType],
+    *,
+    allow_extra: bool = False,
+    require: tuple[str, ...] = (),
+    version: str = SCHEMA_VERSION,
 ) -> list[Mismatch]:
-    """Every mismatch between ``found`` and the canonical schema of ``table``.
+    """Every mismatch between ``found`` and the canonical schema of ``table`` (as of ``version``).
 
     ``require`` limits the check to those columns (a reader that projects only what it needs); without it
     every canonical column must be present with its exact type.
     """
-    expected = schema_of(table)
+    expected = schema_as_of(table, version)
     wanted = require or tuple(expected)
     problems: list[Mismatch] = []
     for column in wanted:

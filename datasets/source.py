@@ -14,7 +14,15 @@ import polars as pl
 
 from datasets import lake, storage
 from datasets.errors import DataContractError, ManifestError
-from datasets.schema import TABLE_NAMES, Mismatch, check_schema, conform, empty_frame, schema_of
+from datasets.schema import (
+    SCHEMA_VERSION,
+    TABLE_NAMES,
+    Mismatch,
+    check_schema,
+    conform,
+    empty_frame,
+    schema_of,
+)
 
 PARTITION_SCHEMA = {"bucket": pl.UInt16()}
 # Instants outside this window are data errors (a year 0001 or 9999 placeholder, a unit mix-up), not care.
@@ -97,6 +105,11 @@ class ParquetSource:
         return cls(root, buckets, validate=validate, manifest=manifest)
 
     @property
+    def version(self) -> str:
+        """The schema version the lake was written at (a lake without a manifest is taken as current)."""
+        return SCHEMA_VERSION if self.manifest is None else self.manifest.schema_version
+
+    @property
     def n_buckets(self) -> int | None:
         return None if self.manifest is None else self.manifest.n_buckets
 
@@ -119,7 +132,7 @@ class ParquetSource:
         """Check every selected file's schema (Parquet footer only); raise on the first bad file."""
         for table, files in self._files.items():
             for path in files:
-                problems, _ = lake.check_file(table, path)
+                problems, _ = lake.check_file(table, path, self.version)
                 if problems:
                     raise DataContractError(problems, where=path)
 
@@ -178,11 +191,16 @@ class ParquetSource:
             schema_of(table)  # raises the KeyError naming the known tables
         if not files:
             return _empty(table, columns)
+        older = self.version != SCHEMA_VERSION
         lf = pl.scan_parquet(
             files,
             hive_partitioning=True,
             hive_schema=PARTITION_SCHEMA,
             storage_options=storage.storage_options(self.root),
+            # a lake of an older minor version: the columns and struct fields added since read as nulls
+            schema=pl.Schema({k: v for k, v in schema_of(table).items() if k != "bucket"}) if older else None,
+            missing_columns="insert" if older else "raise",
+            cast_options=pl.ScanCastOptions(missing_struct_fields="insert") if older else None,
         )
         excluded = self._excluded.get(table)
         if excluded is not None:

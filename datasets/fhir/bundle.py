@@ -163,6 +163,8 @@ def _id_of(line: str) -> str | None:
 
 def with_source(rejected: pl.DataFrame, source: str) -> pl.DataFrame:
     """Complete reader-side rejects to the quarantine schema."""
+    if rejected.height == 0:
+        return pl.DataFrame(schema=REJECTED_SCHEMA)
     return rejected.with_columns(source=pl.lit(source), patient_id=pl.lit(None, dtype=pl.String)).select(
         list(REJECTED_SCHEMA)
     )

@@ -22,6 +22,7 @@ RESOURCE_OF = {table: rtype for rtype, table in TABLE_OF.items()}
 Row = Mapping[str, Any]
 Json = dict[str, Any]
 US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
+QICORE = "http://hl7.org/fhir/us/qicore/StructureDefinition/"
 
 
 def fhir_time(
@@ -182,15 +183,63 @@ def _patient(row: Row) -> Json:
     return out
 
 
+def _encounter_procedures(row: Row) -> list[Json] | None:
+    """QI-Core encounter-procedure extensions, one per ``procedures`` entry."""
+    out = []
+    for p in row.get("procedures") or ():
+        subs: list[Json] = []
+        if p["procedure_id"] is not None:
+            subs.append({"url": "procedure", "valueReference": _ref("Procedure", p["procedure_id"])})
+        if p["rank"] is not None:
+            subs.append({"url": "rank", "valuePositiveInt": p["rank"]})
+        out.append({"url": QICORE + "qicore-encounter-procedure", "extension": subs})
+    return out or None
+
+
+def _stays(row: Row) -> list[Json] | None:
+    """``location[]``: the stays (the Location resources with their type are written beside, see
+    :func:`_locations`). ``start``/``end`` are UTC instants, ``end`` a high boundary."""
+    out = []
+    for stay in row.get("locations") or ():
+        period = {
+            k: v
+            for k, v in (
+                ("start", _instant(stay["start"])),
+                ("end", fhir_time(stay["end"], 7, 0, high=True)),
+            )
+            if v is not None
+        }
+        body = {
+            "location": _ref("Location", stay["location_id"]),
+            "status": stay["status"],
+            "period": period or None,
+        }
+        out.append({k: v for k, v in body.items() if v is not None})
+    return out or None
+
+
+def _locations(rows: list[Row]) -> list[Json]:
+    """One Location per referenced location id that has a ``type`` (the first one seen wins)."""
+    seen: dict[str, Json] = {}
+    for row in rows:
+        for stay in row.get("locations") or ():
+            lid, types = stay["location_id"], stay["type"]
+            if lid and types and lid not in seen:
+                seen[lid] = {"resourceType": "Location", "id": lid, "type": _ccs(types)}
+    return list(seen.values())
+
+
 def _encounter(row: Row) -> Json:
     klass = {"system": row["class_system"], "code": row["class_code"]} if row["class_code"] else None
     return {
+        "extension": _encounter_procedures(row),
         "status": row["status"],
         "class": klass,
         "type": _ccs(row["type"]),
         "reasonCode": _ccs(row["reason_code"]),
         "subject": _ref("Patient", row["patient_id"]),
         "period": _period(row),
+        "location": _stays(row),
     }
 
 
@@ -217,8 +266,14 @@ def _condition(row: Row) -> Json:
     }
 
 
+def _recorded(value: datetime | None) -> list[Json] | None:
+    """The qicore-recorded extension (``procedure.recorded_date``, ``medication_administration.recorded``)."""
+    return [{"url": QICORE + "qicore-recorded", "valueDateTime": _instant(value)}] if value else None
+
+
 def _procedure(row: Row) -> Json:
     return {
+        "extension": _recorded(row.get("recorded_date")),
         "status": row["status"],
         "code": _cc(row["code"]),
         "subject": _ref("Patient", row["patient_id"]),
@@ -323,7 +378,7 @@ def _immunization(row: Row) -> Json:
 def _padded(names: list[str] | None, ids: list[str] | None) -> list[str | None]:
     """Payor display names beside their ids (names may be missing)."""
     wanted = len(ids or ())
-    have: list[str | None] = list(names or ())[:wanted]
+    have: list[str | None] = [*(names or ())][:wanted]
     return have + [None] * (wanted - len(have))
 
 
@@ -368,10 +423,11 @@ def _medication_administration(row: Row) -> Json:
             }
         ]
         if row["not_done_valueset"]
-        else None
+        else []
     )
+    ext += _recorded(row.get("recorded")) or []
     return {
-        "extension": ext,
+        "extension": ext or None,
         "status": row["status"],
         "statusReason": _ccs(row["status_reason"]),
         "medicationCodeableConcept": _cc(row["medication"]),
@@ -501,6 +557,7 @@ def export_patient_bundles(tables: Mapping[str, pl.DataFrame]) -> Iterator[Json]
             resources += [
                 _resource(table, row, components.get((pid, row["id"]), [])) for row in rows.get(pid, [])
             ]
+        resources += _locations(grouped.get("encounter", {}).get(pid, []))
         yield {
             "resourceType": "Bundle",
             "type": "collection",

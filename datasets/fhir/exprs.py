@@ -5,7 +5,7 @@ Kept apart from the per-resource mappings so that each mapping reads as a table 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import polars as pl
 
@@ -35,7 +35,13 @@ def _canonical_codings(codings: pl.Expr) -> pl.Expr:
         )
 
     kept = codings.list.filter(pl.element().struct.field("code").is_not_null())
-    return nonempty(kept.list.eval(canon(pl.element())))
+    # nonempty before the eval (same result: the eval keeps lengths): the eval then runs once, not twice
+    return nonempty(kept).list.eval(canon(pl.element()))
+
+
+def codings(codings: pl.Expr) -> pl.Expr:
+    """A list of Codings -> List(Coding) with canonical systems (null when none has a code)."""
+    return _canonical_codings(codings)
 
 
 def codes(cc: pl.Expr) -> pl.Expr:
@@ -68,7 +74,7 @@ def ref_id(reference: pl.Expr, aliases: Mapping[str, str] | None = None) -> pl.E
 
 def ref_ids(refs: pl.Expr, aliases: Mapping[str, str] | None = None) -> pl.Expr:
     """A list of references -> list of logical ids (null when empty)."""
-    return nonempty(refs.list.eval(ref_id(pl.element().struct.field("reference"), aliases)))
+    return nonempty(refs).list.eval(ref_id(pl.element().struct.field("reference"), aliases))
 
 
 def _matches(url: pl.Expr, suffixes: tuple[str, ...]) -> pl.Expr:
@@ -91,18 +97,30 @@ def extension(ext: pl.Expr, suffixes: tuple[str, ...], value: str) -> pl.Expr:
     return hits.list.first().struct.field(value)
 
 
+def extensions(ext: pl.Expr, suffixes: tuple[str, ...]) -> pl.Expr:
+    """All extensions whose url ends with one of ``suffixes`` (null when none): repeating extensions."""
+    return nonempty(ext.list.filter(_matches(pl.element().struct.field("url"), suffixes)))
+
+
+def sub_value(extension: pl.Expr, url: str, value: str) -> pl.Expr:
+    """The ``value`` of the first sub-extension named ``url`` of one (complex) extension struct."""
+    subs = extension.struct.field("extension")
+    return subs.list.filter(pl.element().struct.field("url") == url).list.first().struct.field(value)
+
+
 def sub_extension(ext: pl.Expr, suffix: str) -> pl.Expr:
     """The nested ``extension`` list of the first extension ending with ``suffix`` (race, ethnicity)."""
     return extension(ext, (suffix,), "extension")
 
 
 def sub_values(subs: pl.Expr, url: str, value: str, field: str | None = None) -> pl.Expr:
-    """All ``value`` (optionally ``.field``) of the sub-extensions named ``url``."""
+    """All ``value`` (optionally ``.field``) of the sub-extensions named ``url``, in one ``list.eval``: an
+    empty list when there is none (wrap in :func:`nonempty` for the canonical null)."""
     element = pl.element()
-    picked = element.struct.field(value)
+    picked = element.filter(element.struct.field("url") == url).struct.field(value)
     if field is not None:
         picked = picked.struct.field(field)
-    return nonempty(subs.list.filter(element.struct.field("url") == url).list.eval(picked))
+    return subs.list.eval(picked)
 
 
 def unit(quantity: pl.Expr) -> pl.Expr:
@@ -126,10 +144,11 @@ VALUE_TYPES = (
 )
 
 
-def value_columns() -> dict[str, pl.Expr]:
+def value_columns(coalesce: Callable[..., pl.Expr] = pl.coalesce) -> dict[str, pl.Expr]:
     """The canonical ``value_*`` columns from the ``value[x]`` choice columns of the current frame.
 
     ``valueDateTime`` is parsed by the caller (it needs the time registry): it sets ``value_datetime``.
+    ``coalesce`` may drop arguments known to be null (the flattener's pruning).
     """
     present = [(pl.col(f"value{t[0].upper()}{t[1:]}").is_not_null(), t) for t in VALUE_TYPES]
     value_type = pl.lit(None, dtype=pl.String)
@@ -138,11 +157,11 @@ def value_columns() -> dict[str, pl.Expr]:
     qty = pl.col("valueQuantity")
     return {
         "value_type": value_type,
-        "value_quantity": pl.coalesce(qty.struct.field("value"), pl.col("valueInteger").cast(pl.Float64)),
+        "value_quantity": coalesce(qty.struct.field("value"), pl.col("valueInteger").cast(pl.Float64)),
         "value_comparator": qty.struct.field("comparator"),
-        "value_unit": pl.coalesce(unit(qty), unit(col("valueRange", "low")), unit(col("valueRange", "high"))),
+        "value_unit": coalesce(unit(qty), unit(col("valueRange", "low")), unit(col("valueRange", "high"))),
         "value_concept": codes(pl.col("valueCodeableConcept")),
-        "value_string": pl.coalesce(pl.col("valueString"), pl.col("valueTime")),
+        "value_string": coalesce(pl.col("valueString"), pl.col("valueTime")),
         "value_boolean": pl.col("valueBoolean"),
         "value_low": col("valueRange", "low", "value"),
         "value_high": col("valueRange", "high", "value"),

@@ -307,9 +307,12 @@ RAW: dict[str, pl.Schema] = {
         conclusionCode=CCS,
     ),
     "Medication": _resource(code=CC),
+    # Not patient-scoped: read only to give ``encounter.locations[].type`` (same Bundle / same Bulk export).
+    "Location": _resource(type=CCS),
 }
 
-# Resource type -> canonical table. Medication only resolves medicationReference.
+# Resource type -> canonical table. Medication only resolves medicationReference, Location only
+# encounter.location.
 TABLE_OF: dict[str, str] = {
     "Patient": "patient",
     "Coverage": "coverage",
@@ -362,6 +365,8 @@ def empty_raw(resource_type: str) -> pl.DataFrame:
 def conform_raw(resource_type: str, frame: pl.DataFrame) -> pl.DataFrame:
     """Add the raw columns a builder (Synthea) did not set, as nulls, in the pinned order."""
     schema = RAW[resource_type]
+    if list(frame.schema.items()) == list(schema.items()):  # read with the pinned schema: nothing to do
+        return frame
     missing = [pl.lit(None, dtype=t).alias(n) for n, t in schema.items() if n not in frame.columns]
     return frame.with_columns(missing).select([pl.col(n).cast(t) for n, t in schema.items()])
 

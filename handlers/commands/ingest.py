@@ -15,7 +15,7 @@ from rich.table import Table
 
 from datasets.fhir.detect import InputKind, detect
 from datasets.fhir.flatten import FlattenResult
-from datasets.fhir.quarantine import summary, write_rejected
+from datasets.fhir.quarantine import summary, write_rejected, write_unknown_systems
 from datasets.schema import TABLES
 
 BUNDLE_CHUNK = 500  # Bundles flattened per vectorized pass
@@ -85,6 +85,7 @@ def ingest(src: Path, out: Path, n_buckets: int, console: Console | None = None)
             progress.advance(task)
         writer.finish()
     write_rejected(out, result.rejected)
+    write_unknown_systems(out, result.unknown_systems)
     return result
 
 
@@ -102,5 +103,13 @@ def run(args: argparse.Namespace) -> int:
     if result.rejected.height:
         with pl.Config(tbl_rows=20, fmt_str_lengths=80):
             console.print(str(summary(result.rejected)))
+    unknown = result.unknown_systems
+    if unknown.height:
+        console.print(
+            f"kept, but no code system (missing or not an absolute URI: cannot match any value set): "
+            f"{int(unknown['codings'].sum()):,} codings -> {args.out / '_quarantine' / 'unknown_systems.parquet'}"
+        )
+        with pl.Config(tbl_rows=20, fmt_str_lengths=80):
+            console.print(str(unknown))
     console.print(f"{time.perf_counter() - started:.1f} s")
     return 0

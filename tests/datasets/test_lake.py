@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from datasets import storage
 from datasets.errors import DataContractError, ManifestError
 from datasets.hashing import HASH_NAME, bucket_of
-from datasets.lake import LakeWriter, file_path, manifest_path, read_manifest, validate_lake
+from datasets.lake import LakeWriter, canonical_json, file_path, manifest_path, read_manifest, validate_lake
 from datasets.schema import SCHEMA_VERSION, TABLES, conform, empty_frame
 from datasets.source import DataSource, FrameSource, ParquetSource
 
@@ -193,3 +195,40 @@ def test_s3_round_trip(s3_bucket: str) -> None:
     got = source.scan("encounter").collect()
     assert got.height == tables["encounter"].filter(pl.col("bucket").is_in([0, 3])).height
     assert got.schema == TABLES["encounter"]
+
+
+def _set_version(root: str, version: str) -> None:
+    """Restamp the manifest's schema version (and its content hash, as a writer of that version would)."""
+    doc = json.loads(Path(manifest_path(root)).read_text())
+    doc["schema_version"] = version
+    manifest = replace(read_manifest(root), schema_version=version)
+    doc["content_hash"] = hashlib.sha256(canonical_json(manifest.body())).hexdigest()
+    Path(manifest_path(root)).write_text(json.dumps(doc))
+
+
+def _as_written_at_1_0_0(root: str) -> None:
+    """Rewrite a lake as a 1.0.0 writer would have: without the columns and struct fields 1.1.0 added."""
+    for bucket in read_manifest(root).buckets_with_rows("encounter"):
+        path = file_path(root, "encounter", bucket)
+        frame = pl.read_parquet(path, hive_partitioning=False).drop("procedures")
+        old_stay = pl.List(pl.Struct({"location_id": pl.String, "status": pl.String,
+                                      "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}))  # fmt: skip
+        frame.with_columns(pl.lit(None, old_stay).alias("locations")).write_parquet(path)
+    _set_version(root, "1.0.0")
+
+
+def test_an_older_minor_version_reads_with_the_additions_null(
+    lake: tuple[str, dict[str, pl.DataFrame]],
+) -> None:
+    root, tables = lake
+    _as_written_at_1_0_0(root)
+    assert validate_lake(root).schema_version == "1.0.0"
+    source = ParquetSource(root)
+    frame = source.scan("encounter", ["id", "procedures", "locations"]).collect()
+    assert frame.height == tables["encounter"].height
+    assert frame["procedures"].null_count() == frame.height
+    assert frame.schema["locations"] == TABLES["encounter"]["locations"]
+    # the current schema is still enforced on a current lake: the same files under a 1.1.0 manifest fail
+    _set_version(root, SCHEMA_VERSION)
+    with pytest.raises(DataContractError, match=r"encounter\.procedures: expected .* found missing"):
+        validate_lake(root)

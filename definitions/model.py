@@ -207,21 +207,36 @@ class TimingFilter(Frozen):
     timing: Timing
 
 
+# How a row references another by id: ``encounter`` (this row's encounter_id is the other's id),
+# ``reverse_encounter`` (the other's encounter_id is this row's id), and from an encounter to the rows its lists
+# name: ``encounter_diagnosis`` (any diagnosis entry; CQMCommon encounterDiagnosis()), ``principal_diagnosis``
+# (the entry with rank 1 and use "billing"; CQMCommon principalDiagnosis()) and ``principal_procedure`` (the
+# QI-Core encounter-procedure entry with rank 1).
+Link = Literal["encounter", "reverse_encounter", "encounter_diagnosis", "principal_diagnosis", "principal_procedure"]
+
+
+def _timings(value: Any) -> Any:
+    """``timing:`` takes one relation or a list of them, all of which must hold for the same pair of rows."""
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
 class WithFilter(Frozen):
-    """Keep the row when some row of ``events`` relates to it (``timing``, with ``other.*`` naming that row,
-    and/or ``link``: the other row is the one this row references, e.g. its encounter)."""
+    """Keep the row when some row of ``events`` relates to it (``timing``: one relation or a list that must all
+    hold, with ``other.*`` naming that row; and/or ``link``: one row references the other by id)."""
 
     with_: EventSet = Field(alias="with")
-    timing: Timing | None = None
-    link: Literal["encounter", "reverse_encounter"] | None = None
+    timing: Annotated[tuple[Timing, ...], BeforeValidator(_timings)] = ()
+    link: Link | None = None
 
 
 class WithoutFilter(Frozen):
     """Keep the row when no row of ``events`` relates to it (the same relations as ``with``)."""
 
     without: EventSet
-    timing: Timing | None = None
-    link: Literal["encounter", "reverse_encounter"] | None = None
+    timing: Annotated[tuple[Timing, ...], BeforeValidator(_timings)] = ()
+    link: Link | None = None
 
 
 def _filter_kind(value: Any) -> str:
@@ -250,7 +265,7 @@ Filter = Annotated[
 TableName = Literal[
     "coverage", "encounter", "condition", "procedure", "observation", "medication_request",
     "medication_dispense", "medication_administration", "immunization", "allergy_intolerance",
-    "service_request", "device_request", "diagnostic_report",
+    "service_request", "device_request", "diagnostic_report", "encounter_location",
 ]  # fmt: skip
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-from datasets.schema import CODES, PRIMARY_CODE, TABLES, UTC_INSTANT
+from datasets.schema import CODES, UTC_INSTANT
+from datasets.views import columns_of, primary_code_of
 from definitions.model import (
     Age,
     All,
@@ -42,6 +43,7 @@ from definitions.model import (
 from definitions.resolved import MEASURE_SCOPE, ResolvedMeasure, definition_kind
 from definitions.valuesets import ValueSetLibrary, canonical_url
 from engine.errors import CompileError, Diagnostic, MissingValueSetError
+from engine.links import LIST_LINKS
 from engine.plan import (
     AgeIR,
     AllIR,
@@ -86,6 +88,7 @@ COMPONENT_COLUMNS = ("observation_id", "component_ix", "code", "value_quantity",
 MIXED = "mixed"  # the table of a union over several tables: only the event columns remain
 PROFILE_SYSTEM = "profile"  # the membership "system" of declared-profile keys (matched against meta.profile)
 EVENT_COLUMNS = ("patient_id", "id", "start", "end", "tz_offset_min")
+LENGTH_DAYS = "length_days"  # a computed attribute of every event row
 
 
 class _Compiler:
@@ -111,7 +114,7 @@ class _Compiler:
     def need(self, table: str, *columns: str) -> None:
         if table == MIXED:
             return  # the parts of a mixed union need their own columns
-        known = TABLES[table]
+        known = columns_of(table)
         cols = self.columns.setdefault(table, set())
         for column in columns:
             if column in known:
@@ -198,8 +201,8 @@ class _Compiler:
 
     def retrieve(self, scope: str, path: Path, node: Retrieve) -> RetrieveIR:
         table = node.from_
-        code_column = node.code_path or PRIMARY_CODE[table]
-        if code_column not in TABLES[table]:
+        code_column = node.code_path or primary_code_of(table)
+        if code_column not in columns_of(table):
             self.err(scope, (*path, "code_path"), f"table {table} has no column {code_column}")
         keys: list[str] = []
         urls = [u for i, vs in enumerate(node.valuesets)
@@ -249,7 +252,7 @@ class _Compiler:
         out = []
         for i, step in enumerate(steps):
             events = self.events(scope, (*path, "extend_start", i, "events"), step.events)
-            self.need(self.table_of(events), "start", "end", "patient_id")
+            self.need(self.table_of(events), "start", "end", "end_prec", "patient_id")
             out.append(ExtendIR(events, step.within))
         return tuple(out)
 
@@ -274,13 +277,25 @@ class _Compiler:
         other = node.with_ if isinstance(node, WithFilter) else node.without
         key = "with" if isinstance(node, WithFilter) else "without"
         events = self.events(scope, (*path, key), other)
-        if node.timing is not None:
-            self.timing_columns(table, node.timing, "this", scope, path)
-            self.timing_columns(self.table_of(events), node.timing, "other", scope, path)
-        if node.link is not None:
+        other_table = self.table_of(events)
+        for timing in node.timing:
+            self.timing_columns(table, timing, "this", scope, path)
+            self.timing_columns(other_table, timing, "other", scope, path)
+        if node.link in LIST_LINKS:
+            link = LIST_LINKS[node.link]
+            if (table, other_table) != (link.this_table, link.other_table):
+                self.err(
+                    scope,
+                    (*path, "link"),
+                    f"link {node.link} relates {link.this_table} rows to {link.other_table} rows, "
+                    f"not {table} to {other_table}",
+                )
+            self.need(table, link.list_column)
+            self.need(other_table, "id")
+        elif node.link is not None:
             self.need(table, "encounter_id", "id")
-            self.need(self.table_of(events), "encounter_id", "id")
-        if node.timing is None and node.link is None:
+            self.need(other_table, "encounter_id", "id")
+        if not node.timing and node.link is None:
             self.err(scope, path, f"{key} needs a timing or a link saying how the rows relate")
         return RelatedTest(events, node.timing, node.link, negate=isinstance(node, WithoutFilter))
 
@@ -327,7 +342,7 @@ class _Compiler:
         for ref in mine:
             part = ref.split(".", 1)[1] if "." in ref else ""
             if part and part not in builtin:
-                if TABLES[table].get(part) != UTC_INSTANT:
+                if columns_of(table).get(part) != UTC_INSTANT:
                     self.err(scope, path, f"{ref}: table {table} has no instant column {part!r}")
                 else:
                     self.need(table, part)
@@ -338,14 +353,20 @@ class _Compiler:
 
     def attr(self, scope: str, path: Path, table: str, node: AttrFilter) -> AttrTest:
         column = node.attr
-        if column not in TABLES[table]:
+        if column == LENGTH_DAYS:
+            # CQMCommon lengthInDays(): the difference in calendar days between the row's start and end
+            if node.compare is None:
+                self.err(scope, (*path, "attr"), f"{LENGTH_DAYS} is a number: test it with compare")
+            self.need(table, "start", "end", "tz_offset_min")
+            return AttrTest(column, "compare", compare=node.compare)
+        if column not in columns_of(table):
             self.err(scope, (*path, "attr"), f"table {table} has no column {column!r}")
         self.need(table, column)
         if node.in_ is not None:
             return AttrTest(column, "in", values=node.in_)
         if node.not_in is not None:
             return AttrTest(column, "not_in", values=node.not_in)
-        coded = TABLES[table].get(column) == CODES
+        coded = columns_of(table).get(column) == CODES
         if node.codes is not None:
             codes = tuple(sorted((canonical_system(c.system), c.code) for c in node.codes))
             key = code_key(node.codes)
@@ -411,7 +432,7 @@ class _Compiler:
         if (
             spec.by in ("lowest", "highest")
             and spec.component is None
-            and "value_quantity" not in TABLES.get(table, {})
+            and (table == MIXED or "value_quantity" not in columns_of(table))
         ):
             self.err(scope, (*path, "pick", "by"), f"{spec.by} orders by value, and {table} rows have none")
         test = self.filters(scope, (*path, "pick", "test"), table, spec.test)

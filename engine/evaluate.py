@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from datasets import views
 from datasets.source import DataSource
 from engine.errors import EvaluationError
 from engine.lower import Bound, Lowerer, lower
@@ -202,7 +203,7 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     req = Requirements.of(plans)
     membership = req.membership_frame()
     tables = [t for t in sorted(req.columns) if t != "patient"]
-    scans = [source.scan(t, sorted(req.columns[t])).with_row_index("_row") for t in tables]
+    scans = [views.scan(source, t, sorted(req.columns[t])).with_row_index("_row") for t in tables]
     try:
         read = pl.collect_all(
             [*scans, _patients(source, req)], engine="streaming" if streaming else "in-memory"

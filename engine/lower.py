@@ -15,6 +15,7 @@ import polars as pl
 
 from definitions.model import Compare, TimeRef, Timing, Window
 from engine import timeexpr
+from engine.links import LIST_LINKS
 from engine.plan import (
     AgeIR,
     AllIR,
@@ -188,9 +189,12 @@ class Lowerer:
             return frame
         current = frame.with_columns(pl.col("start").alias("_ext_start"))
         for step in steps:
-            other = self.events(step.events).select(
-                "patient_id", pl.col("start").alias("_xs"), pl.col("end").alias("_xe")
-            )
+            events = self.events(step.events)
+            prec = pl.col("end_prec") if "end_prec" in events.collect_schema().names() else None
+            other = events.select(
+                "patient_id", pl.col("start").alias("_xs"), pl.col("end").alias("_xe"),
+                timeexpr.end_as_written(pl.col("end"), prec).alias("_xw"),
+            )  # fmt: skip
             earliest = pl.col("_ext_start").dt.offset_by(
                 f"-{step.within.amount}{_POLARS_UNIT[step.within.unit]}"
             )
@@ -198,8 +202,8 @@ class Lowerer:
                 current.select("_row", "patient_id", "_ext_start")
                 .join(other, on="patient_id", how="inner")
                 .filter(
-                    (pl.col("_xe").dt.truncate("1ms") <= pl.col("_ext_start").dt.truncate("1ms"))
-                    & (pl.col("_xe").dt.truncate("1ms") >= earliest.dt.truncate("1ms"))
+                    (pl.col("_xw") <= pl.col("_ext_start").dt.truncate("1ms"))
+                    & (pl.col("_xw") >= earliest.dt.truncate("1ms"))
                 )
                 .sort("_row", "_xe", "_xs")
                 .unique(subset="_row", keep="last", maintain_order=True)
@@ -304,9 +308,11 @@ class Lowerer:
             cond = cond & (pl.col("encounter_id") == pl.col("id_o"))
         elif node.link == "reverse_encounter":
             cond = cond & (pl.col("encounter_id_o") == pl.col("id"))
-        if node.timing is not None:
-            joined = self.with_birth_date(joined, node.timing)
-            cond = cond & timeexpr.relation(node.timing, self.period)
+        elif node.link in LIST_LINKS:
+            cond = cond & pl.col("id_o").is_in(LIST_LINKS[node.link].ids()).fill_null(False)
+        for timing in node.timing:
+            joined = self.with_birth_date(joined, timing)
+            cond = cond & timeexpr.relation(timing, self.period)
         hits = joined.filter(cond).select("_row").unique()
         return frame.join(hits, on="_row", how="anti" if node.negate else "semi")
 
@@ -642,7 +648,7 @@ class Lowerer:
 @functools.lru_cache(maxsize=4096)
 def attr_expr(node: AttrTest) -> pl.Expr:
     """The filter expression of an attribute test (cached: plans are lowered once per request)."""
-    col = pl.col(node.column)
+    col = timeexpr.length_days() if node.column == "length_days" else pl.col(node.column)
     if node.kind == "in":
         return col.is_in(list(node.values))
     if node.kind == "not_in":

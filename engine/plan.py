@@ -44,7 +44,7 @@ class RelatedTest:
     """``with`` (``negate=False``) or ``without`` another event set."""
 
     events: EventsIR
-    timing: Timing | None
+    timing: tuple[Timing, ...]  # all must hold
     link: str | None
     negate: bool
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from datasets.schema import PRIMARY_CODE
+from datasets.views import primary_code_of, view_rows
 from definitions.calendar import add_duration
 from definitions.model import (
     Age,
@@ -67,6 +67,13 @@ from engine.reference_time import (
     utc,
     window,
 )
+
+# link -> (list column, id field, rank 1 only, use code): the rule of engine/links.py, restated per row
+REFERENCE_LISTS: dict[str, tuple[str, str, bool, str | None]] = {
+    "encounter_diagnosis": ("diagnoses", "condition_id", False, None),
+    "principal_diagnosis": ("diagnoses", "condition_id", True, "billing"),
+    "principal_procedure": ("procedures", "procedure_id", True, None),
+}
 
 PROPORTION = (
     "initial_population", "denominator", "denominator_exclusion", "denominator_exception", "numerator",
@@ -130,6 +137,7 @@ class _Evaluator:
         self.tables = {
             name: [row for row in rows if row.get("patient_id") == self.pid] for name, rows in tables.items()
         }
+        self.tables["encounter_location"] = view_rows("encounter_location", self.tables.get("encounter", []))
         self.components: dict[str, list[dict[str, Any]]] = {}
         for comp in self.tables.get("observation_component", []):
             self.components.setdefault(str(comp.get("observation_id")), []).append(comp)
@@ -194,7 +202,7 @@ class _Evaluator:
 
     def retrieve(self, node: Retrieve, scope: str) -> EventSetValue:
         table = node.from_
-        column = node.code_path or PRIMARY_CODE[table]
+        column = node.code_path or primary_code_of(table)
         vs = [self.valueset_codes(name, scope) for name in node.valuesets]
         vs_codes = set().union(*(codes for _, codes in vs)) if vs else set()
         rows: list[dict[str, Any]] = []
@@ -233,7 +241,7 @@ class _Evaluator:
                     (end, utc(other.get("start")))
                     for other in self.events(step.events, scope).rows
                     if (end := utc(other.get("end"))) is not None
-                    and _ms(earliest) <= _ms(end) <= _ms(current)
+                    and _ms(earliest) <= _as_written(end, other.get("end_prec")) <= _ms(current)
                 ]
                 if candidates:
                     # the latest end wins; on a tie, a known and later start (as the engine's sort)
@@ -284,10 +292,36 @@ class _Evaluator:
             this.get("id") is None or other.get("encounter_id") != this.get("id")
         ):
             return False
-        return node.timing is None or timing_holds(node.timing, self.with_rows(this, other)) is True
+        if node.link in REFERENCE_LISTS and not self.listed(node.link, this, other):
+            return False
+        return all(timing_holds(t, self.with_rows(this, other)) is True for t in node.timing)
+
+    @staticmethod
+    def length_days(row: dict[str, Any]) -> int | None:
+        """Calendar days from the row's start to its end, each on its own local date (lengthInDays())."""
+        start, end = utc(row.get("start")), utc(row.get("end"))
+        if start is None or end is None:
+            return None
+        offset = row.get("tz_offset_min") or 0
+        return (local_date(end, offset) - local_date(start, offset)).days
+
+    @staticmethod
+    def listed(link: str, this: dict[str, Any], other: dict[str, Any]) -> bool:
+        """Whether ``this`` encounter's list names ``other`` (CQMCommon encounterDiagnosis/principalDiagnosis,
+        the QI-Core encounter-procedure with rank 1)."""
+        column, field_name, rank_one, use = REFERENCE_LISTS[link]
+        for entry in this.get(column) or []:
+            if entry is None or entry.get(field_name) is None or entry.get(field_name) != other.get("id"):
+                continue
+            if rank_one and entry.get("rank") != 1:
+                continue
+            if use is not None and entry.get("use") != use:
+                continue
+            return True
+        return False
 
     def attr(self, node: AttrFilter, row: dict[str, Any], scope: str) -> bool:
-        value = row.get(node.attr)
+        value = self.length_days(row) if node.attr == "length_days" else row.get(node.attr)
         if node.is_null is not None:
             return (value is None) == node.is_null
         if node.is_true is not None:
@@ -429,6 +463,18 @@ class _Evaluator:
 def _ms(value: datetime) -> datetime:
     """An instant at millisecond precision (how CQL compares DateTimes)."""
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _as_written(end: datetime, precision: Any) -> datetime:
+    """A stored end (the high boundary of the value as written) back to the value: to the hour, minute or
+    second it was written to (precisions 4, 5, 6), else at milliseconds."""
+    if precision == 6:
+        return end.replace(microsecond=0)
+    if precision == 5:
+        return end.replace(second=0, microsecond=0)
+    if precision == 4:
+        return end.replace(minute=0, second=0, microsecond=0)
+    return _ms(end)
 
 
 def resolve_point(anchor: str, ctx: TimeContext) -> Point:

@@ -64,6 +64,26 @@ def conv_point(expr: pl.Expr, suffix: str, precision: str) -> pl.Expr:
     return _local_date(expr, suffix) if precision == "day" else expr
 
 
+# a stored ``end`` is the high boundary of the value as written (08:00:00 is kept as 08:00:00.999999)
+_WRITTEN_TO = {4: "1h", 5: "1m", 6: "1s"}  # end_prec (hour, minute, second) -> truncation back to the value
+
+
+def end_as_written(end: pl.Expr, end_prec: pl.Expr | None) -> pl.Expr:
+    """The end value as written, at millisecond precision: CQL compares two DateTimes written to the second
+    at that precision, so an ED visit ending at 08:00:00 ends "on or before" an admission at 08:00:00."""
+    out = end.dt.truncate("1ms")
+    if end_prec is None:
+        return out
+    for prec, unit in _WRITTEN_TO.items():
+        out = pl.when(end_prec == prec).then(end.dt.truncate(unit)).otherwise(out)
+    return out
+
+
+def length_days() -> pl.Expr:
+    """CQL ``difference in days between start and end`` of the row (each on its own local date)."""
+    return (_local_date(pl.col("end"), "") - _local_date(pl.col("start"), "")).dt.total_days()
+
+
 def _local_date(expr: pl.Expr, suffix: str) -> pl.Expr:
     offset = pl.col(f"tz_offset_min{suffix}").fill_null(0).cast(pl.Int64)
     return (expr + pl.duration(minutes=offset)).dt.date()

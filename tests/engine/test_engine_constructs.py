@@ -15,6 +15,22 @@ from engine import EvaluationConfig, compile_measure, evaluate
 from tests.engine.test_differential import frames
 from tests.engine.test_reference import LOINC, PATIENT, SCT, URL_A, URL_B, VALUESETS, code, dt, row, truth
 
+
+def _dx(condition_id: str, rank: int | None, use: str | None = "billing") -> dict[str, Any]:
+    return {"condition_id": condition_id, "use": use, "rank": rank, "present_on_admission": None}
+
+
+def _stay(start: Any, end: Any, type_code: str = "9-9") -> dict[str, Any]:
+    system = LOINC if type_code == "9-9" else SCT
+    return {
+        "location_id": "l1",
+        "status": "completed",
+        "start": start,
+        "end": end,
+        "type": code(type_code, system),
+    }
+
+
 CASES: list[tuple[str, Any, dict[str, list[dict[str, Any]]], bool]] = [
     (
         "supply days of medication requests, overlaps counted once",
@@ -129,6 +145,110 @@ CASES: list[tuple[str, Any, dict[str, list[dict[str, Any]]], bool]] = [
         {"procedure": [row("x1", dt(1970, 7, 1), dt(1970, 7, 1), code=code("1"))]},
         True,
     ),
+    *[
+        (
+            f"encounter list link {link}: {title}",
+            {
+                "exists": {
+                    "from": "encounter",
+                    "valueset": "a",
+                    "where": [
+                        {
+                            "with": {
+                                "from": "condition" if link != "principal_procedure" else "procedure",
+                                "valueset": "b",
+                            },
+                            "link": link,
+                        }
+                    ],
+                }
+            },
+            {
+                "encounter": [row("e1", dt(2025, 3, 1), dt(2025, 3, 4), type=code("1"), **{column: entries})],
+                "condition": [row("c1", dt(2025, 3, 1), None, code=code("9-9", LOINC))],
+                "procedure": [row("c1", dt(2025, 3, 2), dt(2025, 3, 2), code=code("9-9", LOINC))],
+            },
+            expected,
+        )
+        for link, column, title, entries, expected in [
+            ("encounter_diagnosis", "diagnoses", "any entry", [_dx("c0", 1), _dx("c1", 2)], True),
+            ("encounter_diagnosis", "diagnoses", "no entry names the row", [_dx("c0", 1)], False),
+            ("principal_diagnosis", "diagnoses", "rank 1, billing", [_dx("c1", 1)], True),
+            ("principal_diagnosis", "diagnoses", "rank 2", [_dx("c1", 2)], False),
+            ("principal_diagnosis", "diagnoses", "no use", [_dx("c1", 1, None)], False),
+            ("principal_procedure", "procedures", "rank 1", [{"procedure_id": "c1", "rank": 1}], True),
+            ("principal_procedure", "procedures", "rank 2", [{"procedure_id": "c1", "rank": 2}], False),
+        ]
+    ],
+    *[
+        (
+            f"length in days {title}",
+            {
+                "exists": {
+                    "from": "encounter",
+                    "valueset": "a",
+                    "where": [{"attr": "length_days", "compare": {"op": "<", "value": 2}}],
+                }
+            },
+            {"encounter": [row("e1", start, end, type=code("1"))]},
+            expected,
+        )
+        for title, start, end, expected in [
+            ("1 calendar day (late evening to early morning)", dt(2025, 3, 1, 23), dt(2025, 3, 2, 1), True),
+            ("2 calendar days in 26 hours", dt(2025, 3, 1, 23), dt(2025, 3, 3, 1), False),
+            ("unknown end", dt(2025, 3, 1, 23), None, False),
+        ]
+    ],
+    *[
+        (
+            f"location stays of an encounter, two timings that must both hold: {title}",
+            {
+                "exists": {
+                    "from": "encounter",
+                    "valueset": "a",
+                    "where": [
+                        {
+                            "with": {
+                                "from": "encounter_location",
+                                "valueset": "b",
+                                "where": [{"attr": "length_days", "compare": {"op": ">=", "value": 1}}],
+                            },
+                            "link": "reverse_encounter",
+                            "timing": [
+                                {"left": "other.start", "rel": "on_or_after", "right": "this.start"},
+                                {
+                                    "left": "other.start",
+                                    "rel": "during",
+                                    "precision": "day",
+                                    "right": {
+                                        "start": "this.start",
+                                        "end": {"ref": "this.start", "offset": "1 day"},
+                                    },
+                                },
+                            ],
+                        }
+                    ],
+                }
+            },
+            {"encounter": [row("e1", dt(2025, 3, 1, 8), dt(2025, 3, 9), type=code("1"), locations=stays)]},
+            expected,
+        )
+        for title, stays, expected in [
+            (
+                "a day in the unit from the day after admission",
+                [_stay(dt(2025, 3, 2, 22), dt(2025, 3, 3, 1))],
+                True,
+            ),
+            (
+                "the unit type on another stay",
+                [_stay(dt(2025, 3, 2, 22), dt(2025, 3, 3, 1), "1"), _stay(dt(2025, 3, 2), dt(2025, 3, 2, 1))],
+                False,
+            ),
+            ("starts before admission", [_stay(dt(2025, 3, 1, 7), dt(2025, 3, 3))], False),
+            ("starts two days after admission", [_stay(dt(2025, 3, 3, 1), dt(2025, 3, 5))], False),
+            ("less than a calendar day", [_stay(dt(2025, 3, 1, 9), dt(2025, 3, 1, 20))], False),
+        ]
+    ],
 ]
 
 

@@ -5,7 +5,9 @@ random stream seeded by ``(seed, bucket)`` and written before the next bucket st
 and the output does not depend on the number of worker processes. Who has what is data
 (:mod:`datasets.synthetic_world`); codes come from the project's synthetic value sets
 (:mod:`datasets.synthetic_codes`). Hard cases (partial dates, second codings, non-final statuses, negation,
-offsets, duplicates) are injected at low rates.
+offsets, duplicates) are injected at low rates. Each layer of the world (``world.LAYERS``) has its own random
+stream; rows a rule lists on its anchor encounter (diagnoses, procedures, location stays) are nested into that
+encounter's lists once every table's ids are known.
 """
 
 from __future__ import annotations
@@ -42,11 +44,20 @@ ID_PREFIX = {
     "coverage": "cov",
     "service_request": "sr",
     "medication_dispense": "meddisp",
+    "medication_administration": "medadm",
 }
 PARTIAL_TABLES = frozenset({"condition", "procedure", "immunization"})
 POINT_TABLES = frozenset(
-    {"observation", "medication_request", "immunization", "service_request", "medication_dispense"}
+    {
+        "observation",
+        "medication_request",
+        "immunization",
+        "service_request",
+        "medication_dispense",
+        "medication_administration",
+    }
 )
+LOCATION = "encounter_location"  # a rule on the view: stays nested into encounter.locations, not a table
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class _CompiledRule:
     valueset_url: int
     rcodes: npt.NDArray[np.int32]  # reasonCode codings (empty: none)
     profile: int  # string index of the declared profile (0: none)
+    routes: npt.NDArray[np.int32]  # route codings (empty: none)
 
 
 def _compile(book: _Book, rule: world.Rule) -> _CompiledRule:
@@ -134,6 +146,7 @@ def _compile(book: _Book, rule: world.Rule) -> _CompiledRule:
         [book.coding(c) for c in book.vs(rule.reason_code)[1]] if rule.reason_code else [], dtype=np.int32
     )
     profile = world.BP_PROFILE if rule.kind == "bp" else rule.profile
+    routes = np.array([book.coding(c) for c in book.vs(rule.route)[1]] if rule.route else [], dtype=np.int32)
     return _CompiledRule(
         rule,
         ix,
@@ -145,6 +158,7 @@ def _compile(book: _Book, rule: world.Rule) -> _CompiledRule:
         book.string(url or None),
         rcodes,
         book.string(profile),
+        routes,
     )
 
 
@@ -153,7 +167,7 @@ class _World:
 
     def __init__(self) -> None:
         self.book = _Book()
-        self.rules = [_compile(self.book, r) for r in world.WORLD]
+        self.layers = [[_compile(self.book, r) for r in layer] for layer in world.LAYERS]
         b = self.book
         self.sex = {
             f: b.coding((SNOMED, *x))
@@ -236,6 +250,12 @@ class _Events:
         "vs",
         "rcode",
         "profile",
+        "route",
+        "uid",  # the event's number in its table (before hard cases), so that rows can name it
+        "ref",  # the anchor event's uid (-1: none)
+        "rank",  # listed on the anchor encounter with this rank (0: not listed)
+        "use",
+        "dup",  # a duplicate injected as a hard case (never listed again)
     )
 
     def __init__(self) -> None:
@@ -277,16 +297,29 @@ def _patients(cfg: SynthConfig, rng: np.random.Generator, n: int) -> dict[str, n
     }
 
 
+@dataclass
+class _State:
+    """What later rules (and layers) see of earlier ones."""
+
+    flags: dict[str, np.ndarray]  # rule key -> the patients it selected
+    anchors: dict[str, tuple[I64, I64, I64]]  # rule key -> (patient index, start, uid) of its events
+    uids: dict[str, int]  # table -> events numbered so far
+
+
 def _events(
-    cfg: SynthConfig, w: _World, rng: np.random.Generator, pat: dict[str, np.ndarray]
+    cfg: SynthConfig,
+    w: _World,
+    rng: np.random.Generator,
+    pat: dict[str, np.ndarray],
+    rules: list[_CompiledRule],
+    state: _State,
 ) -> dict[str, _Events]:
     n = len(pat["age"])
     p0 = (np.datetime64(f"{cfg.period_year}-01-01") - np.datetime64("1970-01-01")).astype(np.int64)
     tables: dict[str, _Events] = {}
-    flags: dict[str, np.ndarray] = {}
-    anchors: dict[str, tuple[I64, I64]] = {}  # rule key -> (patient index, start) of its events
+    flags, anchors = state.flags, state.anchors
     birth0 = (pat["birth"] - np.datetime64("1970-01-01")).astype(np.int64)
-    for cr in w.rules:
+    for cr in rules:
         r = cr.rule
         elig = (pat["age"] >= r.ages[0]) & (pat["age"] <= r.ages[1])
         if r.sex is not None:
@@ -295,9 +328,10 @@ def _events(
             key = r.given.lstrip("!")
             elig &= ~flags[key] if r.given.startswith("!") else flags[key]
         if r.anchor is not None:
-            apidx, astart = anchors[r.anchor]
+            apidx, astart, auid = anchors[r.anchor]
             keep = elig[apidx] & (rng.random(len(apidx)) < _step(pat["age"][apidx], r.prob))
             pidx = apidx[keep]
+            ref = auid[keep]
             m = len(pidx)
             sel = np.zeros(n, dtype=bool)
             sel[pidx] = True
@@ -322,8 +356,12 @@ def _events(
                 day = rng.integers(r.window[0], r.window[1] + 1, m)
             base = birth0[pidx] if r.from_birth else p0
             start = (base + day) * US_PER_DAY + rng.integers(7 * 3600, 20 * 3600, m) * 1_000_000
+            ref = np.full(m, -1, dtype=np.int64)
         flags[r.key] = flags.get(r.key, np.zeros(n, dtype=bool)) | sel
-        anchors[r.key] = (pidx, start)
+        first_uid = state.uids.get(r.table, 0)
+        uid = np.arange(first_uid, first_uid + m, dtype=np.int64)
+        state.uids[r.table] = first_uid + m
+        anchors[r.key] = (pidx, start, uid)
         if r.table in POINT_TABLES:
             dur = np.zeros(m, dtype=np.int64)
         elif r.table == "condition":
@@ -355,6 +393,7 @@ def _events(
             else (w.cond_cat[r.category or "encounter-diagnosis"] if r.table == "condition" else -1)
         )
         rcode = cr.rcodes[rng.integers(0, len(cr.rcodes), m)] if len(cr.rcodes) else np.full(m, -1)
+        route = cr.routes[rng.integers(0, len(cr.routes), m)] if len(cr.routes) else np.full(m, -1)
         tables.setdefault(r.table, _Events()).add(
             pidx=pidx,
             start=start,
@@ -375,6 +414,12 @@ def _events(
             vs=np.full(m, cr.valueset_url),
             rcode=rcode,
             profile=np.full(m, cr.profile),
+            route=route,
+            uid=uid,
+            ref=ref,
+            rank=np.full(m, r.rank if r.anchor is not None else 0),
+            use=np.full(m, w.book.string(r.use)),
+            dup=np.zeros(m, dtype=bool),
         )
     return tables
 
@@ -388,6 +433,8 @@ _NEGATED = {
     "immunization": "not-done",
     "service_request": "completed",
     "medication_dispense": "declined",
+    "medication_administration": "not-done",
+    LOCATION: "completed",  # never negated (every rule needs an entry)
 }
 
 
@@ -420,6 +467,7 @@ def _inject(rng: np.random.Generator, table: str, ev: dict[str, np.ndarray]) -> 
     dup = np.flatnonzero(rng.random(m) < world.DUPLICATE_RATE)
     order = np.concatenate([np.arange(m), dup])
     ev = {k: v[order] for k, v in ev.items()}
+    ev["dup"][m:] = True
     sort = np.lexsort((ev["start"], ev["pidx"]))
     return {k: v[sort] for k, v in ev.items()}
 
@@ -496,6 +544,7 @@ def _frame(
             _codes(w, ev["rcode"]).alias("reason_code"),
             pl.lit("Period").alias("performed_type"),
             pl.when(pl.lit(pl.Series(neg))).then(pl.lit(s("vs"))).alias("not_done_valueset"),
+            pl.when(pl.lit(pl.Series(neg))).then(pl.col("start")).alias("recorded_date"),  # qicore-recorded
         ]
     elif table == "observation":
         has_profile = ev["profile"] > 0
@@ -550,6 +599,14 @@ def _frame(
             pl.lit(1, pl.Int32).alias("timing_frequency"),
             pl.lit(1.0).alias("timing_period"),
             pl.lit("d").alias("timing_period_unit"),
+        ]
+    elif table == "medication_administration":
+        cols = [
+            reason.alias("status_reason"),
+            code.alias("medication"),
+            _codes(w, ev["route"]).alias("route"),
+            pl.when(pl.lit(pl.Series(neg))).then(pl.lit(s("vs"))).alias("not_done_valueset"),
+            pl.when(pl.lit(pl.Series(neg))).then(pl.col("start")).alias("recorded"),  # qicore-recorded
         ]
     elif table == "service_request":
         cols = [
@@ -694,15 +751,111 @@ def generate_bucket(
     ids = pl.Series("patient_id", patient_ids(patient_numbers))
     pat = _patients(cfg, rng, len(ids))
     frames = _patient_frames(cfg, w, bucket, ids, pat)
-    for table, events in sorted(_events(cfg, w, rng, pat).items()):
-        arrays = events.arrays()
-        if arrays is None:
-            continue
-        frame = _frame(cfg, w, table, bucket, ids, _inject(rng, table, arrays))
+    state = _State({}, {}, {})
+    layers: list[dict[str, dict[str, np.ndarray]]] = []
+    for i, rules in enumerate(w.layers):
+        # the first layer continues the patients' stream (its bytes predate layers); later ones get their own
+        stream = rng if i == 0 else np.random.default_rng([cfg.seed, bucket, 0x5EED, i])
+        layer: dict[str, dict[str, np.ndarray]] = {}
+        for table, events in sorted(_events(cfg, w, stream, pat, rules, state).items()):
+            arrays = events.arrays()
+            if arrays is not None:
+                layer[table] = arrays if table == LOCATION else _inject(stream, table, arrays)
+        layers.append(layer)
+    tables = _merge(layers)
+    stays = tables.pop(LOCATION, None)
+    built = {table: _frame(cfg, w, table, bucket, ids, ev) for table, ev in tables.items()}
+    if "encounter" in built:
+        built["encounter"] = _link_encounters(w, built, tables, stays)
+    for table, frame in built.items():
         if table == "observation":
             frame, frames["observation_component"] = _components(w, frame)
         frames[table] = conform(table, frame)
     return frames
+
+
+def _merge(layers: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Each table's events of every layer, by patient and start (a stable sort: a layer's order is kept)."""
+    merged: dict[str, dict[str, np.ndarray]] = {}
+    for table in sorted({t for layer in layers for t in layer}):
+        parts = [layer[table] for layer in layers if table in layer]
+        if len(parts) == 1:
+            merged[table] = parts[0]
+            continue
+        ev = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+        order = np.lexsort((ev["start"], ev["pidx"]))
+        merged[table] = {k: v[order] for k, v in ev.items()}
+    return merged
+
+
+def _listed(
+    w: _World, frame: pl.DataFrame, ev: dict[str, np.ndarray], column: str, id_field: str
+) -> pl.DataFrame | None:
+    """``encounter uid -> list`` of the rows listed on their anchor encounter; one rank 1 per encounter (a later
+    rule's rank 1 becomes 2: CQMCommon's principalDiagnosis() is a singleton)."""
+    keep = (ev["rank"] > 0) & (ev["ref"] >= 0) & ~ev["dup"]
+    if not keep.any():
+        return None
+    rows = pl.DataFrame(
+        {
+            "_uid": ev["ref"][keep],
+            "_order": ev["uid"][keep],
+            id_field: frame["id"].filter(pl.Series(keep)),
+            "rank": pl.Series(ev["rank"][keep], dtype=pl.Int32),
+            "use": w.book.string_series().gather(ev["use"][keep]),
+        }
+    ).sort("_uid", "rank", "_order")
+    second = (pl.col("rank") == 1) & (pl.int_range(pl.len()).over("_uid") > 0)
+    rows = rows.with_columns(pl.when(second).then(pl.lit(2, pl.Int32)).otherwise("rank").alias("rank"))
+    fields = [id_field, "use", "rank", pl.lit(None, pl.String).alias("present_on_admission")]
+    entry = pl.struct(fields) if column == "diagnoses" else pl.struct(id_field, "rank")
+    return rows.group_by("_uid", maintain_order=True).agg(entry.alias(column))
+
+
+def _link_encounters(
+    w: _World,
+    built: dict[str, pl.DataFrame],
+    tables: dict[str, dict[str, np.ndarray]],
+    stays: dict[str, np.ndarray] | None,
+) -> pl.DataFrame:
+    """Nest into each encounter the conditions and procedures listed on it and its location stays."""
+    lists = [
+        _listed(w, built[table], tables[table], column, id_field)
+        for table, column, id_field in (
+            ("condition", "diagnoses", "condition_id"),
+            ("procedure", "procedures", "procedure_id"),
+        )
+        if table in built
+    ]
+    if stays is not None and len(stays["ref"]):
+        strings = w.book.string_series()
+        lists.append(
+            pl.DataFrame({"_uid": stays["ref"]})
+            .with_columns(
+                pl.lit(_codes_series(w, stays["code"])).alias("type"),
+                pl.lit(strings.gather(stays["status"])).alias("status"),
+                pl.lit(_utc(stays["start"])).alias("start"),
+                pl.lit(_utc(stays["end"])).alias("end"),
+            )
+            .with_columns(
+                pl.format("location-{}", pl.col("type").list.first().struct.field("code")).alias(
+                    "location_id"
+                )
+            )
+            .sort("_uid", "start")
+            .group_by("_uid", maintain_order=True)
+            .agg(pl.struct("location_id", "status", "start", "end", "type").alias("locations"))
+        )
+    encounter = built["encounter"].with_columns(pl.Series("_uid", tables["encounter"]["uid"]))
+    for found in lists:
+        if found is not None:
+            encounter = encounter.join(found, on="_uid", how="left", maintain_order="left")
+    return encounter.drop("_uid")
+
+
+def _codes_series(w: _World, ix: np.ndarray) -> pl.Series:
+    """A ``List(Coding)`` series of one coding per row."""
+    return pl.select(pl.concat_list(pl.lit(w.codings.gather(ix)))).to_series()
 
 
 def patient_ids(numbers: npt.NDArray[np.int64]) -> list[str]:

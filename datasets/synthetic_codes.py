@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from datasets.fhir.systems import canonical_system
+
 VALUESET_DIR = Path(__file__).resolve().parent.parent / "measures" / "valuesets" / "synthetic"
 
 Coding = tuple[str, str, str]
@@ -31,7 +33,8 @@ def load_valuesets(directory: Path = VALUESET_DIR) -> dict[str, ValueSet]:
         if not isinstance(doc, dict) or doc.get("synthetic") is not True:
             raise ValueError(f"{path}: not a synthetic value-set file (missing 'synthetic: true')")
         for entry in doc.get("valuesets", []):
-            codes = tuple((str(s), str(c), str(d)) for s, c, d in entry["codes"])
+            # the lake holds canonical code systems (ingestion canonicalises them; so does the generator)
+            codes = tuple((canonical_system(str(s)), str(c), str(d)) for s, c, d in entry["codes"])
             name = str(entry["name"])
             if name in found:
                 raise ValueError(f"{path}: value set {name!r} defined twice")

@@ -13,9 +13,17 @@ rows to one another: a blood-pressure reading inside its office visit (CMS22, CM
 on the day of its visit with follow-up during it (CMS2), a BMI at its visit (CMS69), a pharyngitis visit with
 its diagnosis, antibiotic order and strep test (CMS146), a PHQ-9 above 9 at a visit then a follow-up PHQ-9 a
 year later (CMS159), an antidepressant first fill and monthly refills (CMS128), and admissions in the year
-after the period, for the 2026 hospital measures (CMS986, CMS871). Vaccines count from the birth date
-(``from_birth``) with a fixed number of doses on distinct days (CMS117). Appending rules keeps the earlier
-rules' random draws, so adding a measure's world does not move the other measures' rates.
+after the period, for the 2026 hospital measures (CMS986, CMS871, CMS108). Vaccines count from the birth date
+(``from_birth``) with a fixed number of doses on distinct days (CMS117).
+
+An anchored rule may also describe its anchor encounter: a condition or procedure with a ``rank`` is listed on
+it (``encounter.diagnoses`` with its ``use``, ``encounter.procedures``: rank 1 is the principal diagnosis or
+procedure), and a rule on ``encounter_location`` is a stay of the encounter in a location of that type
+(``encounter.locations``), as CMS108 reads them.
+
+``LAYERS``: each layer of rules draws from its own random stream (the first from the generator's original
+one), hard cases included, so a layer appended for a new measure leaves every earlier layer's rows as they were
+and the other measures' rates unchanged. ``CMS108_WORLD`` is the second layer.
 """
 
 from __future__ import annotations
@@ -113,7 +121,8 @@ POSITIVE = ("http://snomed.info/sct", "10828004", "Positive (qualifier value)")
 DEPRESSION_SCREEN_RESULTS = (SCREEN_NEGATIVE,) * 4 + (SCREEN_POSITIVE,)  # 20 % positive
 LAB_RESULTS = (NEGATIVE,) * 9 + (POSITIVE,)  # 10 % positive
 STREP_RESULTS = (NEGATIVE,) * 3 + (POSITIVE,)  # 25 % positive
-NEXT_YEAR = (365, 729)  # the year after the period: the 2026 hospital measures (CMS871, CMS986)
+NEXT_YEAR = (365, 729)  # the year after the period: the 2026 hospital measures (CMS871, CMS986, CMS108)
+VTE_RISK = ("http://loinc.org", "72136-5", "Risk for venous thromboembolism")
 VACCINES: tuple[tuple[str, str, str], ...] = (
     ("http://hl7.org/fhir/sid/cvx", "140", "Influenza, seasonal, injectable, preservative free"),
     ("http://hl7.org/fhir/sid/cvx", "150", "Influenza, injectable, quadrivalent, preservative free"),
@@ -166,9 +175,15 @@ class Rule:
     value_codes: tuple[tuple[str, str, str], ...] = ()  # fixed value concepts (result codes)
     reason_code: str | None = None  # value set (by name) of the row's reasonCode
     profile: str | None = None  # a declared profile (observation)
+    route: str | None = None  # value set (by name) of a medication administration's route
+    # Anchored to an encounter rule: list the row on its encounter with this rank (condition: diagnoses, with
+    # ``use``; procedure: procedures); 0: not listed.
+    rank: int = 0
+    use: str | None = None
 
 
 E_FIN = (("finished", 0.985), ("cancelled", 0.01), ("in-progress", 0.005))
+A_DONE = (("completed", 0.97), ("in-progress", 0.01), ("stopped", 0.01), ("entered-in-error", 0.01))
 P_DONE = (("completed", 0.99), ("in-progress", 0.005), ("entered-in-error", 0.005))
 O_FINAL = (
     ("final", 0.95),
@@ -1046,4 +1061,265 @@ EPISODES: tuple[Rule, ...] = (
         category="laboratory",
     ),
 )
+
+# CMS108 VTE prophylaxis (period 2026), anchored to the 2026 admissions above: what excludes an admission
+# (principal diagnoses of stroke or a mental disorder, principal procedures of selected surgeries, an ICU stay,
+# comfort measures; delivery and VTE diagnoses leave the initial population; short stays come from the
+# admissions' own lengths), then prophylaxis on the day of or the day after admission (or after an anesthesia
+# the day after admission), low-risk findings, and documented reasons for none; some doses come late. About
+# 80-87 % of the remaining admissions meet the numerator (published VTE-1 performance: roughly 80-95 %).
+_ADMISSION: dict[str, Any] = {"anchor": "admission_next_year", "ages": ADULT}
+_PRINCIPAL: dict[str, Any] = {**_ADMISSION, "rank": 1, "use": "billing", "lag": (5, 60)}
+_EARLY: dict[str, Any] = {**_ADMISSION, "offset": (0, 1), "lag": (30, 480)}  # day of or day after admission
+_SURGERY: dict[str, Any] = {**_ADMISSION, "rank": 1, "offset": (0, 1), "lag": (60, 600), "minutes": (60, 300)}
+_MEDICAL_REASON = "Medical Reason For Not Providing Treatment"
+CMS108_WORLD: tuple[Rule, ...] = (
+    # who leaves the initial population: a delivery, a VTE diagnosed at the admission
+    Rule(
+        "vte_delivery_dx",
+        "condition",
+        "Obstetrical or Pregnancy Related Conditions",
+        0.12,
+        sex="female",
+        **{**_PRINCIPAL, "ages": (18, 44)},
+    ),
+    Rule(
+        "vte_obstetric_vte_dx",
+        "condition",
+        "Obstetrics VTE",
+        0.03,
+        sex="female",
+        given="vte_delivery_dx",
+        **{**_PRINCIPAL, "ages": (18, 44), "rank": 2},
+    ),
+    Rule("vte_dx", "condition", "Venous Thromboembolism", 0.02, **_PRINCIPAL),
+    # exclusions: principal diagnoses and procedures, ICU stays, comfort measures
+    Rule("vte_ischemic_stroke_dx", "condition", "Ischemic Stroke", ((18, 0.01), (65, 0.04)), **_PRINCIPAL),
+    Rule("vte_hemorrhagic_stroke_dx", "condition", "Hemorrhagic Stroke", 0.01, **_PRINCIPAL),
+    Rule("vte_mental_dx", "condition", "Mental Health Diagnoses", ((18, 0.05), (45, 0.02)), **_PRINCIPAL),
+    Rule("vte_secondary_stroke_dx", "condition", "Ischemic Stroke", 0.01, **{**_PRINCIPAL, "rank": 2}),
+    Rule("vte_af_dx", "condition", "Atrial Fibrillation or Flutter", ((18, 0.02), (65, 0.08)), **_PRINCIPAL),
+    Rule(
+        "vte_hip_replacement",
+        "procedure",
+        "Hip Replacement Surgery",
+        ((45, 0.02), (65, 0.04)),
+        status=P_DONE,
+        **_SURGERY,
+    ),
+    Rule(
+        "vte_knee_replacement",
+        "procedure",
+        "Knee Replacement Surgery",
+        ((45, 0.02), (65, 0.04)),
+        status=P_DONE,
+        **_SURGERY,
+    ),
+    Rule(
+        "vte_hip_fracture_surgery",
+        "procedure",
+        "Hip Fracture Surgery",
+        ((65, 0.01), (80, 0.03)),
+        status=P_DONE,
+        **_SURGERY,
+    ),
+    Rule("vte_general_surgery", "procedure", "General Surgery", 0.04, status=P_DONE, **_SURGERY),
+    Rule(
+        "vte_gynecological_surgery",
+        "procedure",
+        "Gynecological Surgery",
+        0.02,
+        sex="female",
+        status=P_DONE,
+        **_SURGERY,
+    ),
+    Rule("vte_urological_surgery", "procedure", "Urological Surgery", 0.01, status=P_DONE, **_SURGERY),
+    Rule(
+        "vte_intracranial_surgery", "procedure", "Intracranial Neurosurgery", 0.005, status=P_DONE, **_SURGERY
+    ),
+    Rule(
+        "vte_icu_stay",
+        "encounter_location",
+        "Intensive Care Unit",
+        ((18, 0.05), (65, 0.09)),
+        **{**_ADMISSION, "offset": (0, 2), "lag": (30, 600), "minutes": (600, 4320)},
+    ),
+    Rule(
+        "vte_comfort_measures",
+        "service_request",
+        "Comfort Measures",
+        ((18, 0.005), (75, 0.03)),
+        status=S_ORDER,
+        **_EARLY,
+    ),
+    # an anesthesia the day after admission (a procedure that is not a selected surgery), listed second
+    Rule(
+        "vte_anesthesia",
+        "procedure",
+        "General or Neuraxial Anesthesia",
+        0.05,
+        status=P_DONE,
+        **{**_ADMISSION, "rank": 2, "offset": (1, 1), "lag": (60, 600), "minutes": (60, 240)},
+    ),
+    # prophylaxis: anticoagulants given, devices applied, on the day of or the day after admission
+    Rule(
+        "vte_lmwh",
+        "medication_administration",
+        "Low Molecular Weight Heparin for VTE Prophylaxis",
+        0.72,
+        status=A_DONE,
+        **_EARLY,
+    ),
+    Rule(
+        "vte_heparin_sc",
+        "medication_administration",
+        "Low Dose Unfractionated Heparin for VTE Prophylaxis",
+        0.18,
+        status=A_DONE,
+        route="Subcutaneous route",
+        **_EARLY,
+    ),
+    Rule(
+        "vte_fondaparinux",
+        "medication_administration",
+        "Injectable Factor Xa Inhibitor for VTE Prophylaxis",
+        0.02,
+        status=A_DONE,
+        **_EARLY,
+    ),
+    Rule(
+        "vte_rivaroxaban",
+        "medication_administration",
+        "Rivaroxaban for VTE Prophylaxis",
+        0.02,
+        status=A_DONE,
+        **_EARLY,
+    ),
+    Rule(
+        "vte_warfarin",
+        "medication_administration",
+        "Warfarin",
+        0.3,
+        given="vte_af_dx",
+        status=A_DONE,
+        **_EARLY,
+    ),
+    Rule(
+        "vte_apixaban",
+        "medication_administration",
+        "Oral Factor Xa Inhibitor for VTE Prophylaxis or VTE Treatment",
+        0.5,
+        given="vte_af_dx",
+        status=A_DONE,
+        **_EARLY,
+    ),
+    Rule(
+        "vte_ipc",
+        "procedure",
+        "Application of Intermittent Pneumatic Compression Devices",
+        0.30,
+        status=P_DONE,
+        **_EARLY,
+    ),
+    Rule(
+        "vte_stockings",
+        "procedure",
+        "Application of Graduated Compression Stockings",
+        0.05,
+        status=P_DONE,
+        **_EARLY,
+    ),
+    Rule("vte_foot_pump", "procedure", "Application of Venous Foot Pumps", 0.01, status=P_DONE, **_EARLY),
+    Rule(
+        "vte_lmwh_after_anesthesia",
+        "medication_administration",
+        "Low Molecular Weight Heparin for VTE Prophylaxis",
+        0.7,
+        status=A_DONE,
+        anchor="vte_anesthesia",
+        offset=(0, 1),
+        lag=(60, 360),
+    ),
+    # prophylaxis started late (days 2-4): no numerator by itself
+    Rule(
+        "vte_lmwh_late",
+        "medication_administration",
+        "Low Molecular Weight Heparin for VTE Prophylaxis",
+        0.10,
+        status=A_DONE,
+        **{**_EARLY, "offset": (2, 4)},
+    ),
+    # low risk: a low VTE risk assessment, an INR above 3 (values mostly normal), therapeutic anticoagulation
+    Rule(
+        "vte_low_risk",
+        "observation",
+        "",
+        0.15,
+        codes=(VTE_RISK,),
+        value_valueset="Low Risk",
+        status=O_FINAL,
+        category="survey",
+        **{**_ADMISSION, "lag": (30, 600)},
+    ),
+    Rule(
+        "vte_inr",
+        "observation",
+        "INR",
+        0.30,
+        status=O_FINAL,
+        value=(1.3, 0.8, 0.8, 8.0),
+        unit="{INR}",
+        category="laboratory",
+        **_EARLY,
+    ),
+    Rule(
+        "vte_iv_heparin",
+        "medication_administration",
+        "Unfractionated Heparin",
+        0.03,
+        status=A_DONE,
+        route="Intravenous route",
+        **_EARLY,
+    ),
+    # no prophylaxis for a medical reason (medication and device both), or refused by the patient
+    Rule(
+        "vte_medication_contraindicated",
+        "medication_administration",
+        "Low Molecular Weight Heparin for VTE Prophylaxis",
+        0.03,
+        negated=1.0,
+        reason=_MEDICAL_REASON,
+        **_EARLY,
+    ),
+    Rule(
+        "vte_device_contraindicated",
+        "service_request",
+        "Intermittent pneumatic compression devices",
+        0.85,
+        given="vte_medication_contraindicated",
+        negated=1.0,
+        reason=_MEDICAL_REASON,
+        **_EARLY,
+    ),
+    Rule(
+        "vte_medication_refused",
+        "medication_administration",
+        "Low Molecular Weight Heparin for VTE Prophylaxis",
+        0.02,
+        negated=1.0,
+        reason="Patient Refusal",
+        **_EARLY,
+    ),
+    Rule(
+        "vte_device_refused",
+        "procedure",
+        "Application of Intermittent Pneumatic Compression Devices",
+        0.01,
+        negated=1.0,
+        reason="Patient Refusal",
+        **_EARLY,
+    ),
+)
 WORLD = WORLD + EPISODES
+LAYERS: tuple[tuple[Rule, ...], ...] = (WORLD, CMS108_WORLD)
+WORLD = WORLD + CMS108_WORLD

@@ -209,6 +209,8 @@ _ID_COLUMNS = frozenset(
         "reason_reference_ids",
     }
 )
+# list columns whose entries reference rows by id: (column, the id field of an entry)
+_LISTED_IDS = {"diagnoses": "condition_id", "procedures": "procedure_id", "locations": "location_id"}
 
 
 def _rows(table: str, rows: Any, patient_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -229,6 +231,14 @@ def _rows(table: str, rows: Any, patient_id: str) -> tuple[list[dict[str, Any]],
                 row[key] = [f"{patient_id}/{v}" for v in value]
             elif value is not None:
                 row[key] = f"{patient_id}/{value}"
+        for key, field in _LISTED_IDS.items():  # references inside an encounter's lists, e.g. its diagnoses
+            if isinstance(row.get(key), list):
+                row[key] = [
+                    {**entry, field: f"{patient_id}/{entry[field]}"}
+                    if isinstance(entry, Mapping) and entry.get(field) is not None
+                    else entry
+                    for entry in row[key]
+                ]
         row["patient_id"] = patient_id
         row.setdefault("source", "testdeck")
         row.setdefault("bucket", 0)

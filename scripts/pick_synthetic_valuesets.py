@@ -6,8 +6,11 @@ Reads the official eCQM content (``--ecqm``, default /work/shared/data/ecqm: a f
 expansion (at most two per code system, systems in a fixed preference order, codes in expansion order).
 Without ``--append`` it only prints; with it, each entry is appended to the area file it belongs to
 (``AREAS``: by measure, encounter value sets to encounters.yaml), under a comment naming the measure. Run it
-again after a measure file is added: only value sets still missing are picked. Read the result: a picked code
-that is a member of the expansion can still be an unusual example of the concept (add it to ``TYPICAL``).
+again after a measure file is added: only value sets still missing are picked. Codes that another synthetic
+value set already holds are passed over while the expansion has others, so that a new measure's world does not
+feed another measure's value sets (a depression code picked for "Mental Health Diagnoses" would). Read the
+result: a picked code that is a member of the expansion can still be an unusual example of the concept (add
+it to ``TYPICAL``).
 
     .venv/bin/python scripts/pick_synthetic_valuesets.py [--ecqm DIR] [--max 3] [--all] [--append]
 """
@@ -41,9 +44,11 @@ AREAS = {
     "cms871": ("diabetes", "diabetes and HbA1c"),
     "cms122": ("diabetes", "diabetes and HbA1c"),
     "cms986": ("nutrition", "inpatient malnutrition screening, assessment and care"),
+    "cms108": ("vte", "inpatient VTE prophylaxis, its exclusions and ICU locations"),
 }
 ENCOUNTER = re.compile(r"\b(Visit|Encounter|Consultation|Exam)\b")
 VS_URL = re.compile(r"http://cts\.nlm\.nih\.gov/fhir/ValueSet/[0-9.]+")
+HSLOC = "https://www.cdc.gov/nhsn/cdaportal/terminology/codesystem/hsloc.html"
 PREFERRED = (
     "http://snomed.info/sct",
     "http://www.ama-assn.org/go/cpt",
@@ -52,6 +57,8 @@ PREFERRED = (
     "http://www.nlm.nih.gov/research/umls/rxnorm",
     "http://hl7.org/fhir/sid/cvx",
     "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "http://www.cms.gov/Medicare/Coding/ICD10",  # ICD-10-PCS
+    HSLOC,  # NHSN location types
 )
 
 
@@ -104,13 +111,70 @@ TYPICAL = {
     ("http://hl7.org/fhir/sid/cvx", "140"),  # influenza, preservative free
     ("http://hl7.org/fhir/sid/cvx", "48"),  # Hib PRP-T
     ("http://hl7.org/fhir/sid/cvx", "49"),  # Hib PRP-OMP
+    # CMS108 VTE prophylaxis: usual prophylactic doses, common admitting diagnoses and surgeries
+    ("http://www.nlm.nih.gov/research/umls/rxnorm", "854235"),  # enoxaparin 40 MG (0.4 ML 100 MG/ML)
+    ("http://www.nlm.nih.gov/research/umls/rxnorm", "854228"),  # enoxaparin 30 MG (0.3 ML 100 MG/ML)
+    ("http://www.nlm.nih.gov/research/umls/rxnorm", "1659263"),  # heparin 5000 UNT (1 ML) injection
+    ("http://www.nlm.nih.gov/research/umls/rxnorm", "1798389"),  # heparin 5000 UNT prefilled syringe
+    ("http://www.nlm.nih.gov/research/umls/rxnorm", "861360"),  # fondaparinux 2.5 MG
+    ("http://www.nlm.nih.gov/research/umls/rxnorm", "855332"),  # warfarin 5 MG
+    ("http://www.nlm.nih.gov/research/umls/rxnorm", "855312"),  # warfarin 2.5 MG
+    ("http://www.nlm.nih.gov/research/umls/rxnorm", "1114198"),  # rivaroxaban 10 MG
+    ("http://snomed.info/sct", "47625008"),  # intravenous route
+    ("http://loinc.org", "6301-6"),  # INR in platelet poor plasma
+    ("http://loinc.org", "34714-6"),  # INR in blood
+    ("http://snomed.info/sct", "723505004"),  # low risk
+    ("http://snomed.info/sct", "62482003"),  # low
+    ("http://snomed.info/sct", "183932001"),  # procedure contraindicated
+    ("http://snomed.info/sct", "183966005"),  # drug treatment not indicated
+    ("http://snomed.info/sct", "182895007"),  # drug declined by patient
+    ("http://snomed.info/sct", "105480006"),  # procedure declined by patient
+    ("http://snomed.info/sct", "133918004"),  # comfort measures
+    ("http://snomed.info/sct", "182964004"),  # terminal care
+    (HSLOC, "1027-2"),  # medical critical care
+    (HSLOC, "1029-8"),  # medical-surgical critical care
+    ("http://snomed.info/sct", "309904001"),  # intensive care unit
+    ("http://snomed.info/sct", "49436004"),  # atrial fibrillation
+    ("http://hl7.org/fhir/sid/icd-10-cm", "I48.91"),
+    ("http://snomed.info/sct", "5370000"),  # atrial flutter
+    ("http://snomed.info/sct", "422504002"),  # ischemic stroke
+    ("http://hl7.org/fhir/sid/icd-10-cm", "I63.9"),
+    ("http://snomed.info/sct", "274100004"),  # cerebral hemorrhage
+    ("http://hl7.org/fhir/sid/icd-10-cm", "I61.9"),
+    ("http://snomed.info/sct", "58214004"),  # schizophrenia
+    ("http://hl7.org/fhir/sid/icd-10-cm", "F20.9"),
+    ("http://snomed.info/sct", "128053003"),  # deep venous thrombosis
+    ("http://snomed.info/sct", "59282003"),  # pulmonary embolism
+    ("http://hl7.org/fhir/sid/icd-10-cm", "I82.409"),
+    ("http://hl7.org/fhir/sid/icd-10-cm", "I26.99"),
+    ("http://snomed.info/sct", "48782003"),  # delivery normal
+    ("http://hl7.org/fhir/sid/icd-10-cm", "O80"),
+    ("http://snomed.info/sct", "200284000"),  # obstetric pulmonary embolism
+    ("http://hl7.org/fhir/sid/icd-10-cm", "O22.30"),
+    ("http://snomed.info/sct", "50697003"),  # administration of general anesthetic
+    ("http://snomed.info/sct", "18946005"),  # epidural anesthesia
+    ("http://snomed.info/sct", "52734007"),  # total replacement of hip
+    ("http://snomed.info/sct", "265158005"),  # primary cemented total hip replacement
+    ("http://snomed.info/sct", "609588000"),  # total knee replacement
+    ("http://snomed.info/sct", "179344006"),  # primary cemented total knee replacement
+    ("http://snomed.info/sct", "47458005"),  # repair of hip joint
+    ("http://snomed.info/sct", "84604002"),  # sigmoid colectomy
+    ("http://snomed.info/sct", "45993005"),  # cholecystectomy with exploration of common duct
+    ("http://snomed.info/sct", "116028008"),  # salpingo-oophorectomy
+    ("http://snomed.info/sct", "25353009"),  # craniotomy
+    ("http://snomed.info/sct", "175905003"),  # total nephrectomy
+    ("http://snomed.info/sct", "116033007"),  # radical nephrectomy
 }
 
 
-def pick(contains: list[dict], limit: int) -> list[tuple[str, str, str]]:
-    """Typical codes (``TYPICAL``) when the expansion has any, else two per code system, round-robin."""
+def pick(
+    contains: list[dict], limit: int, taken: frozenset[tuple[str, str]] = frozenset()
+) -> list[tuple[str, str, str]]:
+    """Typical codes (``TYPICAL``) when the expansion has any, else two per code system, round-robin; codes in
+    ``taken`` (held by other synthetic value sets) only when the expansion has nothing else."""
     rank = {s: i for i, s in enumerate(PREFERRED)}
     out: list[tuple[str, str, str]] = []
+    contains = [c for c in contains if (c["system"], c["code"]) not in taken] or contains
     for c in contains:
         key = (c["system"], c["code"])
         if len(out) < limit and key in TYPICAL:
@@ -139,6 +203,7 @@ def main() -> None:
     blocks: dict[tuple[str, str], list[str]] = {}
     existing = load_valuesets(measures.SYNTHETIC_VALUESETS_DIR).values()
     have = {v.url for v in existing}
+    held = [(v.url, (s, c)) for v in existing for s, c, _ in v.codes]
     vs = official(args.ecqm)
     for url, users in sorted(referenced().items(), key=lambda x: (sorted(x[1]), x[0])):
         if url in have and not args.all:
@@ -152,7 +217,9 @@ def main() -> None:
             print(f"  # NO OFFICIAL EXPANSION: {url} ({title}): add it by hand from the CQL, or leave it out")
             continue
         lines.append(f"  - url: {url}\n    name: {json.dumps(title)}\n    codes:")
-        lines += [f"      - [{s}, {json.dumps(c)}, {json.dumps(d)}]" for s, c, d in pick(contains, args.max)]
+        taken = frozenset(code for other, code in held if other != url)
+        picked = pick(contains, args.max, taken)
+        lines += [f"      - [{s}, {json.dumps(c)}, {json.dumps(d)}]" for s, c, d in picked]
         print("\n".join(lines))
         first = sorted(users)[0]
         area = ("encounters", "qualifying encounters") if ENCOUNTER.search(title) else AREAS.get(first)

@@ -229,6 +229,23 @@ def _locations(rows: list[Row]) -> list[Json]:
     return list(seen.values())
 
 
+DIAGNOSIS_ROLE = "http://terminology.hl7.org/CodeSystem/diagnosis-role"
+
+
+def _diagnoses(row: Row) -> list[Json] | None:
+    """``diagnosis[]``: the referenced condition, its role (``use``) and ``rank``."""
+    out = []
+    for dx in row.get("diagnoses") or ():
+        use = dx.get("use")
+        body = {
+            "condition": _ref("Condition", dx.get("condition_id")),
+            "use": {"coding": [{"system": DIAGNOSIS_ROLE, "code": use}]} if use else None,
+            "rank": dx.get("rank"),
+        }
+        out.append({k: v for k, v in body.items() if v is not None})
+    return out or None
+
+
 def _encounter(row: Row) -> Json:
     klass = {"system": row["class_system"], "code": row["class_code"]} if row["class_code"] else None
     return {
@@ -239,6 +256,7 @@ def _encounter(row: Row) -> Json:
         "reasonCode": _ccs(row["reason_code"]),
         "subject": _ref("Patient", row["patient_id"]),
         "period": _period(row),
+        "diagnosis": _diagnoses(row),
         "location": _stays(row),
     }
 
@@ -434,6 +452,10 @@ def _medication_administration(row: Row) -> Json:
         "subject": _ref("Patient", row["patient_id"]),
         "context": _ref("Encounter", row["encounter_id"]),
         "effectivePeriod": _period(row),
+        "dosage": _clean(
+            {"route": _cc(row.get("route")), "dose": _quantity(row.get("dose_value"), row.get("dose_unit"))}
+        )
+        or None,
     }
 
 

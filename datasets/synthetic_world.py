@@ -1060,6 +1060,21 @@ EPISODES: tuple[Rule, ...] = (
         unit="mg/dL",
         category="laboratory",
     ),
+    # a later result for diabetic patients still in hospital (CMS871 never counts day 1 of a stay)
+    Rule(
+        "glucose_diabetic_later",
+        "observation",
+        "Glucose Lab Test Mass Per Volume",
+        0.85,
+        given="diabetes",
+        anchor="admission_next_year",
+        lag=(1500, 5700),
+        status=O_FINAL,
+        value=(210.0, 80.0, 40.0, 650.0),
+        decimals=0,
+        unit="mg/dL",
+        category="laboratory",
+    ),
 )
 
 # CMS108 VTE prophylaxis (period 2026), anchored to the 2026 admissions above: what excludes an admission

@@ -59,3 +59,6 @@ def test_measure_has_population_and_realistic_score(
     if plan.scoring == "proportion":
         first = rows.filter(pl.col("group_id") == plan.groups[0].id).row(0, named=True)
         assert first["score"] is not None and 0.0 < first["score"] < 1.0, f"{measure_id}: {first}"
+    if plan.scoring in ("ratio", "continuous_variable"):
+        scores = rows["score"].drop_nulls()
+        assert scores.len() > 0 and (scores > 0).all(), f"{measure_id}: observations score nothing: {rows}"

@@ -72,6 +72,8 @@ class Bound:
     code_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)  # value-set URL -> "system|code"
     materialized: dict[tuple[EventsIR, timeexpr.Period], pl.LazyFrame] = field(default_factory=dict)
     tag_parts: dict[tuple[str, str], dict[str, pl.LazyFrame]] = field(default_factory=dict)
+    # component key -> (patient_id, id, _cv, _cu): each observation's first component with that code, bound once
+    components: dict[str, pl.LazyFrame] = field(default_factory=dict)
 
     def tagged_rows(self, table: str, column: str, keys: list[str]) -> pl.LazyFrame | None:
         """``_row`` of the rows whose (table, column) codings are in one of ``keys``; None if not tagged."""
@@ -284,19 +286,16 @@ class Lowerer:
 
     def with_component(self, frame: pl.LazyFrame, component: tuple[str, str]) -> pl.LazyFrame:
         """The frame's rows with ``_cv``/``_cu``: the value and unit of their first component with the code."""
-        comps = self.bound.rows["observation_component"]
-        hits = self.bound.tagged_rows("observation_component", "code", [component_key(*component)])
-        if hits is not None:
-            comps = comps.join(hits, on="_row", how="semi")
-        else:
-            comps = comps.filter(_coding_keys("code").list.contains(f"{component[0]}|{component[1]}"))
-        matched = (
-            comps
-            .sort("patient_id", "observation_id", "component_ix")
-            .unique(subset=["patient_id", "observation_id"], keep="first")
-            .select("patient_id", pl.col("observation_id").alias("id"), pl.col("value_quantity").alias("_cv"),
-                    pl.col("value_unit").alias("_cu"))
-        )  # fmt: skip
+        key = component_key(*component)
+        matched = self.bound.components.get(key)
+        if matched is None:
+            comps = self.bound.rows["observation_component"]
+            hits = self.bound.tagged_rows("observation_component", "code", [key])
+            if hits is not None:
+                comps = comps.join(hits, on="_row", how="semi")
+            else:
+                comps = comps.filter(_coding_keys("code").list.contains(f"{component[0]}|{component[1]}"))
+            matched = first_components(comps)
         return frame.join(matched, on=["patient_id", "id"], how="left")
 
     def related(self, frame: pl.LazyFrame, node: RelatedTest) -> pl.LazyFrame:
@@ -662,6 +661,19 @@ def attr_expr(node: AttrTest) -> pl.Expr:
         return col.is_null() if node.flag else col.is_not_null()
     keys = [f"{s}|{c}" for s, c in node.codes]
     return _coding_keys(node.column).list.eval(pl.element().is_in(keys)).list.any()
+
+
+def first_components(comps: pl.LazyFrame, by: Sequence[str] = ()) -> pl.LazyFrame:
+    """Each observation's first component (lowest ``component_ix``) among ``comps``: (patient_id, id, _cv, _cu);
+    with ``by``, per value of those columns too (one sort for several component codes)."""
+    keys = [*by, "patient_id", "observation_id"]
+    return (
+        comps
+        .sort(*keys, "component_ix")
+        .unique(subset=keys, keep="first")
+        .select(*by, "patient_id", pl.col("observation_id").alias("id"), pl.col("value_quantity").alias("_cv"),
+                pl.col("value_unit").alias("_cu"))
+    )  # fmt: skip
 
 
 def suffixed(frame: pl.LazyFrame) -> pl.LazyFrame:

@@ -19,7 +19,7 @@ import polars as pl
 from datasets import views
 from datasets.source import DataSource
 from engine.errors import EvaluationError
-from engine.lower import Bound, Lowerer, first_components, lower
+from engine.lower import PKEY, Bound, Lowerer, first_components, lower
 from engine.plan import EventsIR, MeasurePlan, NamedEventsIR, RetrieveIR, UnionIR, walk
 from engine.supply import supply_columns
 from engine.timeexpr import Period
@@ -212,6 +212,7 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
         raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
     bases = dict(zip(tables, read[:-1], strict=True))
     patients_lf = read[-1].lazy()
+    patient_keys = patients_lf.select("patient_id", PKEY)
     names: list[tuple[str, object]] = []
     frames: list[pl.LazyFrame] = []
     for table in tables:
@@ -241,12 +242,16 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
         rows = rows.drop([c for c in tagged_columns if c != "profiles"])
         if table in req.supply:
             rows = rows.with_columns(supply_columns(table))
+        rows = rows.join(patient_keys, on="patient_id", how="left", maintain_order="left")
         names.append(("rows", table))
         frames.append(rows)
     try:
         collected = pl.collect_all(frames, engine="in-memory")
     except pl.exceptions.PolarsError as exc:
         raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
+    rows_dfs = _orphan_keys(
+        {key: df for (kind, key), df in zip(names, collected, strict=True) if kind == "rows"}, read[-1].height
+    )
     rows_map: dict[str, pl.LazyFrame] = {}
     tags_map: dict[tuple[str, str], pl.LazyFrame] = {}
     tag_parts: dict[tuple[str, str], dict[str, pl.LazyFrame]] = {}
@@ -260,7 +265,7 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
             }
         else:
             assert isinstance(key, str)
-            rows_map[key] = df.lazy()
+            rows_map[key] = rows_dfs[key].lazy()
     code_keys: dict[str, set[str]] = {}
     for key, system, code in req.membership:
         code_keys.setdefault(key, set()).add(f"{system}|{code}")
@@ -272,6 +277,23 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
         tag_parts=tag_parts,
         components=_components(req, rows_map, tags_map),
     )
+
+
+def _orphan_keys(rows: dict[str, pl.DataFrame], n_patients: int) -> dict[str, pl.DataFrame]:
+    """Rows of patients missing from the patient table get keys after the patients' (numbered by id), so
+    per-patient joins still group them by patient."""
+    missing = [df.filter(pl.col(PKEY).is_null()).select("patient_id").drop_nulls() for df in rows.values()]
+    orphans = pl.concat(missing).unique().sort("patient_id") if missing else None
+    if orphans is None or orphans.height == 0:
+        return rows
+    dtype = next(iter(rows.values())).schema[PKEY]
+    extra = orphans.with_row_index("_orphan", offset=n_patients).with_columns(pl.col("_orphan").cast(dtype))
+    return {
+        table: df.join(extra, on="patient_id", how="left", maintain_order="left")
+        .with_columns(pl.coalesce(PKEY, "_orphan").alias(PKEY))
+        .drop("_orphan")
+        for table, df in rows.items()
+    }
 
 
 def _components(
@@ -310,7 +332,7 @@ def _patients(source: DataSource, req: Requirements) -> pl.LazyFrame:
         )
         patients = patients.join(payer, on="patient_id", how="left")
     patients = patients.with_columns(supplemental_columns(patients.collect_schema().names()))
-    return patients.sort("patient_id").with_row_index("_pidx")
+    return patients.sort("patient_id").with_row_index("_pidx").with_columns(pl.col("_pidx").alias(PKEY))
 
 
 def _named_depth(node: object, plan_defines: Mapping[str, object], memo: dict[str, int]) -> int:

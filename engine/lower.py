@@ -52,14 +52,17 @@ from engine.populations import cascade
 from engine.timeexpr import POLARS_UNIT as _POLARS_UNIT
 from engine.units import CONVERSIONS, factor
 
-KEYS = ("patient_id",)
+# every bound row carries ``_pkey``: its patient as an integer (the patient's ``_pidx``; patients missing from
+# the patient table numbered after them), so per-patient joins and group-bys work on integers, not strings
+PKEY = "_pkey"
+KEYS = (PKEY,)
 # populations that decide who is eligible; the rest (numerator, numerator exclusion, observations) measure
 # performance and are evaluated only for subjects in the initial population
 ELIGIBILITY_POPULATIONS = frozenset(
     {"initial_population", "denominator", "denominator_exclusion", "denominator_exception",
      "measure_population", "measure_population_exclusion"}
 )  # fmt: skip
-EPISODE_KEYS = ("patient_id", "episode_id")
+EPISODE_KEYS = (PKEY, "episode_id")
 
 
 @dataclass
@@ -194,15 +197,15 @@ class Lowerer:
             events = self.events(step.events)
             prec = pl.col("end_prec") if "end_prec" in events.collect_schema().names() else None
             other = events.select(
-                "patient_id", pl.col("start").alias("_xs"), pl.col("end").alias("_xe"),
+                PKEY, pl.col("start").alias("_xs"), pl.col("end").alias("_xe"),
                 timeexpr.end_as_written(pl.col("end"), prec).alias("_xw"),
             )  # fmt: skip
             earliest = pl.col("_ext_start").dt.offset_by(
                 f"-{step.within.amount}{_POLARS_UNIT[step.within.unit]}"
             )
             hits = (
-                current.select("_row", "patient_id", "_ext_start")
-                .join(other, on="patient_id", how="inner")
+                current.select("_row", PKEY, "_ext_start")
+                .join(other, on=PKEY, how="inner")
                 .filter(
                     (pl.col("_xw") <= pl.col("_ext_start").dt.truncate("1ms"))
                     & (pl.col("_xw") >= earliest.dt.truncate("1ms"))
@@ -221,7 +224,7 @@ class Lowerer:
     def mixed_union(self, parts: list[pl.LazyFrame]) -> pl.LazyFrame:
         """Rows of several tables: their event columns, each row once; ``_row`` renumbered per part so rows of
         different tables stay distinct."""
-        common = ["patient_id", "id", "start", "end", "tz_offset_min", "_row"]
+        common = ["patient_id", PKEY, "id", "start", "end", "tz_offset_min", "_row"]
         tagged = [
             p.select(common).with_columns(
                 (pl.lit(i, pl.UInt64) * (1 << 32) + pl.col("_row").cast(pl.UInt64)).alias("_row")
@@ -264,7 +267,7 @@ class Lowerer:
         wanted = [column for column in needed if column not in present]
         if not wanted:
             return frame
-        return frame.join(self.bound.patients.select("patient_id", *wanted), on="patient_id", how="left")
+        return frame.join(self.bound.patients.select(PKEY, *wanted), on=PKEY, how="left")
 
     def value_test(self, value: pl.Expr, unit: pl.Expr, cmp: Compare) -> pl.Expr:
         if cmp.op in ("is_null", "not_null"):
@@ -296,12 +299,12 @@ class Lowerer:
             else:
                 comps = comps.filter(_coding_keys("code").list.contains(f"{component[0]}|{component[1]}"))
             matched = first_components(comps)
-        return frame.join(matched, on=["patient_id", "id"], how="left")
+        return frame.join(matched, on=[PKEY, "id"], how="left")
 
     def related(self, frame: pl.LazyFrame, node: RelatedTest) -> pl.LazyFrame:
         other = self.events(node.events)
         other = suffixed(other)
-        joined = frame.join(other, on="patient_id", how="inner")
+        joined = frame.join(other, on=PKEY, how="inner")
         cond = pl.lit(True)
         if node.link == "encounter":
             cond = cond & (pl.col("encounter_id") == pl.col("id_o"))
@@ -329,7 +332,7 @@ class Lowerer:
         name = self.fresh("member")
         frame = (
             self.events(events)
-            .select("patient_id", pl.col("id").alias("episode_id"))
+            .select(PKEY, pl.col("id").alias("episode_id"))
             .unique()
             .with_columns(pl.lit(True).alias(name))
         )
@@ -341,7 +344,7 @@ class Lowerer:
 
     def exists(self, events: EventsIR) -> pl.Expr:
         name = self.fresh("exists")
-        frame = self.events(events).select("patient_id").unique().with_columns(pl.lit(True).alias(name))
+        frame = self.events(events).select(PKEY).unique().with_columns(pl.lit(True).alias(name))
         return self.agg(frame, pl.lit(False), name=name)
 
     # ------------------------------------------------------------------------------------------ conditions
@@ -404,7 +407,7 @@ class Lowerer:
                     "days": delta.dt.total_days()}[node.unit]  # fmt: skip
             return unit.cast(pl.Float64)
         name = self.fresh("count")
-        frame = self.events(node.events).group_by("patient_id").agg(pl.col("_row").n_unique().alias(name))
+        frame = self.events(node.events).group_by(PKEY).agg(pl.col("_row").n_unique().alias(name))
         return self.agg(frame, pl.lit(0, dtype=pl.UInt32), name=name).cast(pl.Float64)
 
     def count(self, node: CountIR) -> pl.Expr:
@@ -412,10 +415,10 @@ class Lowerer:
         rows = self.events(node.events)
         if node.distinct == "days":
             day = pl.col("start") + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0).cast(pl.Int64))
-            rows = rows.select("patient_id", day.dt.date().alias("_d")).drop_nulls("_d")
-            frame = rows.group_by("patient_id").agg(pl.col("_d").n_unique().alias(name))
+            rows = rows.select(PKEY, day.dt.date().alias("_d")).drop_nulls("_d")
+            frame = rows.group_by(PKEY).agg(pl.col("_d").n_unique().alias(name))
         else:
-            frame = rows.group_by("patient_id").agg(pl.col("_row").n_unique().alias(name))
+            frame = rows.group_by(PKEY).agg(pl.col("_row").n_unique().alias(name))
         counted = self.agg(frame, pl.lit(0, dtype=pl.UInt32), name=name)
         return compare(counted, node.compare)
 
@@ -453,7 +456,7 @@ class Lowerer:
             assert isinstance(day, timeexpr.Point)
             rows = rows.with_columns(day.expr.alias("_d"))
             extreme = pl.col("_d").max() if node.day == "latest" else pl.col("_d").min()
-            rows = rows.filter(pl.col("_d") == extreme.over("patient_id"))
+            rows = rows.filter(pl.col("_d") == extreme.over(PKEY))
         if node.by in ("latest", "earliest"):
             key = pl.col("_t")
         else:
@@ -464,16 +467,16 @@ class Lowerer:
                 key = converted(pl.col("value_quantity"), pl.col("value_unit"), node.unit)
         # one ascending order as CQL sorts (unknown first, then the key, ties by row id): earliest/lowest take
         # the first row, latest/highest the last
-        ordered = rows.with_columns(key.alias("_k")).sort(["patient_id", "_k", "id"], nulls_last=False)
+        ordered = rows.with_columns(key.alias("_k")).sort([PKEY, "_k", "id"], nulls_last=False)
         keep: Literal["first", "last"] = "first" if node.by in ("earliest", "lowest") else "last"
-        picked = ordered.unique(subset="patient_id", keep=keep, maintain_order=True)
+        picked = ordered.unique(subset=PKEY, keep=keep, maintain_order=True)
         passed = self.apply(picked, node.test)
         p_name, ok_name = self.fresh("picked"), self.fresh("passed")
         has = self.agg(
-            picked.select("patient_id").with_columns(pl.lit(True).alias(p_name)), pl.lit(False), name=p_name
+            picked.select(PKEY).with_columns(pl.lit(True).alias(p_name)), pl.lit(False), name=p_name
         )
         ok = self.agg(
-            passed.select("patient_id").with_columns(pl.lit(True).alias(ok_name)), pl.lit(False), name=ok_name
+            passed.select(PKEY).with_columns(pl.lit(True).alias(ok_name)), pl.lit(False), name=ok_name
         )
         return pl.when(has).then(ok).otherwise(pl.lit(node.missing))
 
@@ -488,12 +491,12 @@ class Lowerer:
         lo = window.lo + pl.duration(days=1) if window.closed[0] == "(" else window.lo
         hi = window.hi - pl.duration(days=1) if window.closed[1] == ")" else window.hi
         rows = self.events(node.events).filter(interval.lo.is_not_null() & interval.hi.is_not_null())
-        keys = ["patient_id"]
+        keys = [PKEY]
         if node.relative is not None:
             other = self.events(node.relative)
             other = suffixed(other)
-            rows = other.join(rows, on="patient_id", how="left")
-            keys = ["patient_id", "_row_o"]
+            rows = other.join(rows, on=PKEY, how="left")
+            keys = [PKEY, "_row_o"]
         clipped = (
             rows.select(
                 *keys,
@@ -516,10 +519,10 @@ class Lowerer:
             .alias("_n")
         )
         if node.relative is None:
-            frame = counted.select("patient_id", pl.col("_n").alias(name))
+            frame = counted.select(PKEY, pl.col("_n").alias(name))
             return compare(self.agg(frame, pl.lit(0, dtype=pl.UInt32), name=name), node.compare)
         satisfied = counted.filter(compare(pl.col("_n"), node.compare).fill_null(False))
-        frame = satisfied.select("patient_id").unique().with_columns(pl.lit(True).alias(name))
+        frame = satisfied.select(PKEY).unique().with_columns(pl.lit(True).alias(name))
         return self.agg(frame, pl.lit(False), name=name)
 
     # ------------------------------------------------------------------------------------------ subjects
@@ -633,11 +636,11 @@ class Lowerer:
             events = ip.events if isinstance(ip, EpisodeIR) else NamedEventsIR(ip.name, ())  # type: ignore[union-attr]
             episodes.append(
                 self.events(events).select(
-                    "patient_id", pl.col("id").alias("episode_id"), "start", "end", "tz_offset_min"
+                    "patient_id", PKEY, pl.col("id").alias("episode_id"), "start", "end", "tz_offset_min"
                 )
             )
-        unique = pl.concat(episodes).unique(subset=["patient_id", "episode_id"], keep="first")
-        return unique.join(patients, on="patient_id", how="left")
+        unique = pl.concat(episodes).unique(subset=[PKEY, "episode_id"], keep="first")
+        return unique.join(patients.drop("patient_id"), on=PKEY, how="left")
 
     def sde_columns(self) -> list[pl.Expr]:
         """The supplemental data elements, computed once per run when the patients were bound."""
@@ -666,19 +669,19 @@ def attr_expr(node: AttrTest) -> pl.Expr:
 def first_components(comps: pl.LazyFrame, by: Sequence[str] = ()) -> pl.LazyFrame:
     """Each observation's first component (lowest ``component_ix``) among ``comps``: (patient_id, id, _cv, _cu);
     with ``by``, per value of those columns too (one sort for several component codes)."""
-    keys = [*by, "patient_id", "observation_id"]
+    keys = [*by, PKEY, "observation_id"]
     return (
         comps
         .sort(*keys, "component_ix")
         .unique(subset=keys, keep="first")
-        .select(*by, "patient_id", pl.col("observation_id").alias("id"), pl.col("value_quantity").alias("_cv"),
+        .select(*by, PKEY, pl.col("observation_id").alias("id"), pl.col("value_quantity").alias("_cv"),
                 pl.col("value_unit").alias("_cu"))
     )  # fmt: skip
 
 
 def suffixed(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Every column but ``patient_id`` renamed ``<name>_o``: the other side of a relation."""
-    return frame.select(pl.col("patient_id"), pl.all().exclude("patient_id").name.suffix("_o"))
+    """Every column but the patient key renamed ``<name>_o``: the other side of a relation."""
+    return frame.select(pl.col(PKEY), pl.all().exclude(PKEY).name.suffix("_o"))
 
 
 def timing_anchors(timing: Timing) -> set[str]:

@@ -19,7 +19,7 @@ import polars as pl
 from datasets import views
 from datasets.source import DataSource
 from engine.errors import EvaluationError
-from engine.lower import PKEY, Bound, Lowerer, first_components, lower
+from engine.lower import PKEY, Bound, Lowerer, component_columns, first_components, lower
 from engine.plan import EventsIR, MeasurePlan, NamedEventsIR, RetrieveIR, UnionIR, walk
 from engine.supply import supply_columns
 from engine.timeexpr import Period
@@ -269,14 +269,32 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     code_keys: dict[str, set[str]] = {}
     for key, system, code in req.membership:
         code_keys.setdefault(key, set()).add(f"{system}|{code}")
+    components = _components(req, rows_map, tags_map)
+    if components and "observation" in rows_map:
+        rows_map["observation"] = _with_component_columns(rows_dfs["observation"], components).lazy()
     return Bound(
         rows_map,
         tags_map,
         patients_lf,
         {k: frozenset(v) for k, v in code_keys.items()},
         tag_parts=tag_parts,
-        components=_components(req, rows_map, tags_map),
+        components=components,
     )
+
+
+def _with_component_columns(rows: pl.DataFrame, components: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+    """Each observation row with the value and unit of its first component of every code the plans test
+    (``component_columns``), so a component value test is a filter, not a join per test."""
+    lf = rows.lazy()
+    for key, matched in components.items():
+        value, unit = component_columns(key)
+        lf = lf.join(
+            matched.rename({"_cv": value, "_cu": unit}), on=[PKEY, "id"], how="left", maintain_order="left"
+        )
+    try:
+        return lf.collect(engine="in-memory")
+    except pl.exceptions.PolarsError as exc:
+        raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
 
 
 def _orphan_keys(rows: dict[str, pl.DataFrame], n_patients: int) -> dict[str, pl.DataFrame]:

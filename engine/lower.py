@@ -246,6 +246,9 @@ class Lowerer:
                 return frame.filter(
                     self.value_test(pl.col("value_quantity"), pl.col("value_unit"), node.compare)
                 )
+            value, unit = component_columns(component_key(*node.component))
+            if value in frame.collect_schema():  # attached to the observation rows at bind
+                return frame.filter(self.value_test(pl.col(value), pl.col(unit), node.compare))
             with_comp = self.with_component(frame, node.component)
             keep = with_comp.filter(self.value_test(pl.col("_cv"), pl.col("_cu"), node.compare))
             return frame.join(keep.select("_row"), on="_row", how="semi")
@@ -290,6 +293,9 @@ class Lowerer:
     def with_component(self, frame: pl.LazyFrame, component: tuple[str, str]) -> pl.LazyFrame:
         """The frame's rows with ``_cv``/``_cu``: the value and unit of their first component with the code."""
         key = component_key(*component)
+        value, unit = component_columns(key)
+        if value in frame.collect_schema():  # attached to the observation rows at bind
+            return frame.with_columns(pl.col(value).alias("_cv"), pl.col(unit).alias("_cu"))
         matched = self.bound.components.get(key)
         if matched is None:
             comps = self.bound.rows["observation_component"]
@@ -677,6 +683,11 @@ def first_components(comps: pl.LazyFrame, by: Sequence[str] = ()) -> pl.LazyFram
         .select(*by, PKEY, pl.col("observation_id").alias("id"), pl.col("value_quantity").alias("_cv"),
                 pl.col("value_unit").alias("_cu"))
     )  # fmt: skip
+
+
+def component_columns(key: str) -> tuple[str, str]:
+    """The bound observation rows' columns holding their first ``key`` component's value and unit."""
+    return f"_cv:{key}", f"_cu:{key}"
 
 
 def suffixed(frame: pl.LazyFrame) -> pl.LazyFrame:

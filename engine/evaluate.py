@@ -300,6 +300,8 @@ def _with_component_columns(rows: pl.DataFrame, components: Mapping[str, pl.Lazy
 def _orphan_keys(rows: dict[str, pl.DataFrame], n_patients: int) -> dict[str, pl.DataFrame]:
     """Rows of patients missing from the patient table get keys after the patients' (numbered by id), so
     per-patient joins still group them by patient."""
+    if all(df[PKEY].null_count() == df["patient_id"].null_count() for df in rows.values()):
+        return rows  # every row's patient is in the patient table (null counts are free; no scan)
     missing = [df.filter(pl.col(PKEY).is_null()).select("patient_id").drop_nulls() for df in rows.values()]
     orphans = pl.concat(missing).unique().sort("patient_id") if missing else None
     if orphans is None or orphans.height == 0:

@@ -250,7 +250,7 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     except pl.exceptions.PolarsError as exc:
         raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
     rows_dfs = _orphan_keys(
-        {key: df for (kind, key), df in zip(names, collected, strict=True) if kind == "rows"}, read[-1].height
+        {str(key): df for (kind, key), df in zip(names, collected, strict=True) if kind == "rows"}, read[-1].height
     )
     rows_map: dict[str, pl.LazyFrame] = {}
     tags_map: dict[tuple[str, str], pl.LazyFrame] = {}

@@ -250,7 +250,8 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     except pl.exceptions.PolarsError as exc:
         raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
     rows_dfs = _orphan_keys(
-        {str(key): df for (kind, key), df in zip(names, collected, strict=True) if kind == "rows"}, read[-1].height
+        {str(key): df for (kind, key), df in zip(names, collected, strict=True) if kind == "rows"},
+        read[-1].height,
     )
     rows_map: dict[str, pl.LazyFrame] = {}
     tags_map: dict[tuple[str, str], pl.LazyFrame] = {}
@@ -331,7 +332,9 @@ def _components(
         found = first_components(comps, by=["_key"]).collect(engine="in-memory")
     except pl.exceptions.PolarsError as exc:
         raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
-    parts = {str(k[0]): part.drop("_key").lazy() for k, part in found.partition_by("_key", as_dict=True).items()}
+    parts = {
+        str(k[0]): part.drop("_key").lazy() for k, part in found.partition_by("_key", as_dict=True).items()
+    }
     empty = found.clear().drop("_key").lazy()
     return {k: parts.get(k, empty) for k in keys}
 

@@ -231,11 +231,14 @@ def _rows(table: str, rows: Any, patient_id: str) -> tuple[list[dict[str, Any]],
                 row[key] = [f"{patient_id}/{v}" for v in value]
             elif value is not None:
                 row[key] = f"{patient_id}/{value}"
-        for key, field in _LISTED_IDS.items():  # references inside an encounter's lists, e.g. its diagnoses
+        for (
+            key,
+            id_field,
+        ) in _LISTED_IDS.items():  # references inside an encounter's lists, e.g. its diagnoses
             if isinstance(row.get(key), list):
                 row[key] = [
-                    {**entry, field: f"{patient_id}/{entry[field]}"}
-                    if isinstance(entry, Mapping) and entry.get(field) is not None
+                    {**entry, id_field: f"{patient_id}/{entry[id_field]}"}
+                    if isinstance(entry, Mapping) and entry.get(id_field) is not None
                     else entry
                     for entry in row[key]
                 ]

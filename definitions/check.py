@@ -165,8 +165,12 @@ class _Checker:
 
     def window(self, scope: str, path: Path, window: Window) -> None:
         period = self.r.measure.period
-        lo = _period_point(window.start, period.start, period.end)
-        hi = _period_point(window.end, period.start, period.end)
+        try:
+            lo = _period_point(window.start, period.start, period.end)
+            hi = _period_point(window.end, period.start, period.end)
+        except (ValueError, OverflowError):  # an offset of millions of years: no date can hold it
+            self.err(scope, path, "window point out of the calendar range (years 1 to 9999)")
+            return
         if lo is not None and hi is not None and lo > hi:
             self.err(
                 scope, path, f"impossible window: starts {lo} after it ends {hi} (for the default period)"

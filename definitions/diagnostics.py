@@ -17,8 +17,10 @@ class Diagnostic:
     message: str
 
     def __str__(self) -> str:
+        """One line per problem (line breaks in a path or message are shown as spaces)."""
         where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}:{self.col}: {where}{self.message}"
+        text = f"{where}{self.message}".replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+        return f"{self.file}:{self.line}:{self.col}: {text}"
 
 
 class DefinitionError(Exception):

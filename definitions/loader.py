@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,13 @@ def default_library_dirs() -> list[Path]:
     return [LIB_DIR]
 
 
+# An include names a library (its ``library:`` id), never a path: no separators, dots, NUL or upper case.
+_LIBRARY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+
+
 def _find_library(name: str, dirs: Iterable[Path]) -> Path | None:
+    if not _LIBRARY_NAME.match(name):
+        return None
     for directory in dirs:
         candidate = directory / f"{name}.yaml"
         if candidate.is_file():
@@ -111,6 +118,11 @@ def load_measure(path: str | Path, library_dirs: Sequence[Path] | None = None) -
     while pending:
         name, where, at = pending.pop(0)
         if name in libraries:
+            continue
+        if not _LIBRARY_NAME.match(name):
+            problems.append(
+                where.diagnostic(at, f"{name[:100]!r} is not a library name (lower-case letters, digits, _)")
+            )
             continue
         lib_path = _find_library(name, dirs)
         if lib_path is None:

@@ -62,7 +62,7 @@ INTERVAL_ANCHORS = frozenset(
 class Duration(Frozen):
     """A calendar quantity (CQL semantics: adding months clamps to the month's last day)."""
 
-    amount: int
+    amount: int = Field(ge=-100_000, le=100_000)  # beyond any calendar the engine can represent
     unit: Literal["year", "month", "week", "day", "hour", "minute"]
 
     @classmethod

@@ -556,11 +556,24 @@ def _s3_object(event: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+_RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def _checked(run: RunPlan) -> RunPlan:
+    """A plan from an event (or a run.json it names) whose locations are validated like the event's own: its
+    run id, data and out become keys and paths that are written to."""
+    if not _RUN_ID.match(run.run_id):
+        raise ValueError(f"run_id: refused location {run.run_id[:40]!r} (not a run id)")
+    safe_uri(run.data, "run.data")
+    safe_uri(run.out, "run.out")
+    return run
+
+
 def _run_of(event: Mapping[str, Any]) -> RunPlan:
     if "run" in event:
-        return _as_run(event["run"])
+        return _checked(_as_run(event["run"]))
     if "run_uri" in event:
-        return load_run(safe_uri(str(event["run_uri"]), "run_uri"))
+        return _checked(load_run(safe_uri(str(event["run_uri"]), "run_uri")))
     raise ValueError("event needs 'run' (the plan) or 'run_uri' (its run.json)")
 
 

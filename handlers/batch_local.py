@@ -2,6 +2,10 @@
 
 A shard that fails does not stop the others: every shard that can finish commits its outputs, then the run
 fails naming the shards that did not. A rerun skips the shards already committed and completes the run.
+
+A worker process that dies (SIGKILL, the out-of-memory killer) breaks the whole pool: every shard still running
+or queued fails with it, not only the one that died. Those shards are then run again one at a time, each in a
+fresh process of its own, so the shard that kills its worker is named (with the signal) and the others commit.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -33,6 +38,45 @@ def _shard(run: dict[str, Any], index: int) -> batch.ShardResult:
         return batch.evaluate_shard(run, index)
     except Exception as exc:
         raise batch.ShardError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _isolated(run: dict[str, Any], index: int, conn: Any) -> None:
+    """One shard in a process of its own; the outcome goes back over ``conn`` (nothing if the process dies)."""
+    try:
+        outcome: tuple[str, Any] = ("ok", batch.evaluate_shard(run, index))
+    except Exception as exc:
+        outcome = ("error", f"{type(exc).__name__}: {exc}")
+    conn.send(outcome)
+    conn.close()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"worker process killed by {name} (out of memory, or killed); its outputs were not committed"
+    return f"worker process died (exit code {exitcode}); its outputs were not committed"
+
+
+def _run_alone(run: batch.RunPlan, index: int) -> batch.ShardResult | str:
+    """The shard in a fresh spawned process: its result, or why it failed (naming a signal that killed it)."""
+    ctx = mp.get_context("spawn")
+    reader, writer = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_isolated, args=(run.to_dict(), index, writer), daemon=True)
+    process.start()
+    writer.close()  # only the child holds the sending end: its death ends recv() with EOFError
+    try:
+        status, value = reader.recv()
+    except EOFError:
+        status, value = "died", None
+    finally:
+        reader.close()
+        process.join()
+    if status == "ok" and isinstance(value, batch.ShardResult):
+        return value
+    return str(value) if status == "error" else _death(process.exitcode)
 
 
 def run_local(
@@ -79,6 +123,7 @@ def run_local(
             for i in sorted(set(range(len(run.shards))) - set(indices)):
                 on_shard(_committed(run, i))
     failed: dict[int, str] = {}
+    broken: list[int] = []  # shards lost with a pool whose worker died (the culprit is among them)
     if not indices:
         pass
     elif workers == 1 or len(indices) == 1:
@@ -103,10 +148,8 @@ def run_local(
                 for future in as_completed(futures):
                     try:
                         result = future.result()
-                    except (
-                        BrokenProcessPool
-                    ):  # a worker was killed: its shard (and queued ones) did not commit
-                        failed[futures[future]] = "worker process died (killed or out of memory)"
+                    except BrokenProcessPool:  # a worker died: every running or queued shard fails with it
+                        broken.append(futures[future])
                         continue
                     except batch.ShardError as exc:
                         failed[futures[future]] = str(exc)
@@ -116,6 +159,14 @@ def run_local(
                         continue
                     if on_shard is not None:
                         on_shard(result)
+            for i in sorted(broken):  # one at a time, alone: only the shard that kills its worker fails
+                log.warning("run %s shard %d: the worker pool broke; running the shard alone", run.run_id, i)
+                outcome = _run_alone(run, i)
+                if isinstance(outcome, batch.ShardResult):
+                    if on_shard is not None:
+                        on_shard(outcome)
+                else:
+                    failed[i] = outcome
         finally:
             if previous is None:
                 os.environ.pop("POLARS_MAX_THREADS", None)

@@ -125,6 +125,7 @@ def moto_server() -> Iterator[Moto]:
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
+    _forget_boto3_credentials()
     shim = LambdaShim()
     shim.install()
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -147,3 +148,12 @@ def moto_server() -> Iterator[Moto]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        _forget_boto3_credentials()
+
+
+def _forget_boto3_credentials() -> None:
+    """boto3's default session keeps the first credentials it resolves for the whole process: drop it
+    whenever this tier changes the credentials in the environment (other tests use other ones)."""
+    import boto3
+
+    boto3.DEFAULT_SESSION = None

@@ -111,6 +111,9 @@ def _use(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
         "AWS_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
+    import boto3
+
+    boto3.DEFAULT_SESSION = None  # boto3 keeps the first credentials it resolved (another test's) otherwise
 
 
 def test_measures_run_on_seaweedfs_matches_local(

@@ -87,16 +87,29 @@ def summary() -> str:
                 ("DuckDB SQL peer", "not run: " + d["skipped"], "ours/DuckDB <= 1.0", "duckdb_peer.json")
             )
         else:
-            rows.append(
-                (
-                    f"ours / DuckDB ({', '.join(d['measures'])}), {d['patients']:,} patients",
-                    f"{_fmt(d['ratio_ours_over_duckdb'])} "
-                    f"(ours {_fmt(d['ours_s'])} s, DuckDB {_fmt(d['duckdb_s'])} s); "
-                    f"mismatching patients {d['mismatches']}",
-                    "<= 1.0",
-                    "duckdb_peer.json",
+            # the latest run, and the latest at each other lake size (``by_patients``)
+            runs = {**d.get("by_patients", {}), str(d["patients"]): d}
+            for n, run in sorted(runs.items(), key=lambda kv: int(kv[0])):
+                per_query = ", ".join(
+                    f"{m} {_fmt(s)}" for m, s in run.get("duckdb_per_measure_median_s", {}).items()
                 )
-            )
+                rows.append(
+                    (
+                        f"ours / DuckDB ({', '.join(d['measures'])}), {int(n):,} patients",
+                        f"{_fmt(run['ratio_ours_over_duckdb'])} "
+                        f"(ours {_fmt(run['ours_s'])} s, DuckDB {_fmt(run['duckdb_s'])} s"
+                        + (f": {per_query}" if per_query else "")
+                        + ")"
+                        + (
+                            f"; CPU seconds {_fmt(run['ratio_cpu_ours_over_duckdb'])}"
+                            if "ratio_cpu_ours_over_duckdb" in run
+                            else ""
+                        )
+                        + f"; mismatching patients {run['mismatches']}",
+                        "<= 1.0",
+                        "duckdb_peer.json",
+                    )
+                )
     q = _load("fqm_peer.json")
     if q:
         if q.get("skipped"):

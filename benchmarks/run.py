@@ -16,9 +16,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks import RESULTS
+from benchmarks import PY, RESULTS, ROOT, run_child
 
-STEPS = ("floor", "scaling", "reference", "fqm", "duckdb")
+STEPS = ("floor", "scaling", "reference", "fqm", "duckdb", "latency", "api", "cold")
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -162,6 +162,31 @@ def summary() -> str:
                     "api_latency.json (benchmarks/api_load.py)",
                 )
             )
+    lat = _load("latency.json")
+    if lat and "shard" in lat:
+        sh = lat["shard"]
+        rows.append(
+            (
+                f"one Lambda shard: {sh['patients']:,} patients ({sh['buckets']} of 64 buckets of the 1M lake), "
+                "full library",
+                f"evaluate_shard {_fmt(sh['shard_s_median'])} s (+ compile {_fmt(sh['compile_s_median'])} s, "
+                f"import {_fmt(sh['import_s_median'])} s), peak RSS {_fmt(sh['peak_rss_gib_max'])} GiB",
+                "< 1.5 s, < 1 GB (50k patients)",
+                "latency.json (benchmarks/latency.py)",
+            )
+        )
+    if lat and "single_patient" in lat:
+        for name, target in (("one_measure", "p50 < 2 ms"), ("library", "p50 < 10 ms")):
+            sp = lat["single_patient"][name]
+            rows.append(
+                (
+                    f"single patient in process, {name.replace('_', ' ')} ({sp['measures']} "
+                    f"measure{'s' if sp['measures'] > 1 else ''}, plans prebuilt, no Bundle flattening)",
+                    f"p50 {_fmt(sp['p50_ms'])} / p95 {_fmt(sp['p95_ms'])} / p99 {_fmt(sp['p99_ms'])} ms",
+                    target,
+                    "latency.json (benchmarks/latency.py)",
+                )
+            )
     cold = _load("cold_import.json")
     if cold:
         res = cold.get("results", {})
@@ -273,6 +298,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
             else:
                 duckdb_peer.main(["--patients", str(args.duckdb_patients), "--repeat", str(args.repeat)])
+        if "latency" in args.only:
+            from benchmarks import latency
+
+            latency.main([])
+        for step, script, extra in (
+            ("api", "api_load.py", ["--requests", "200", "--concurrency", "2"]),
+            ("cold", "cold_import.py", []),
+        ):
+            if step in args.only:  # scripts with their own command lines, run as the docs show them
+                run_child([PY, str(ROOT / "benchmarks" / script), *extra])
     print(summary())
 
 

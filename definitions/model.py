@@ -222,13 +222,28 @@ def _timings(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
+class RelatedPick(Frozen):
+    """Of the other rows that relate to this row, only the last (``by: latest``) or first (``by: earliest``)
+    ordered by its ``time`` counts (unknown times first, ties by id, as CQL sorts); with ``day: true`` every
+    related row on that row's local day counts. A counted row must be a row of ``in`` (an event set of the same
+    table) and pass ``test``. CQL: ``Last(... where <relation> sort by ...)`` per row of the outer query."""
+
+    by: Literal["latest", "earliest"]
+    time: Literal["start", "end", "latest", "earliest"] = "latest"
+    day: bool = False
+    in_: EventSet | None = Field(default=None, alias="in")
+    test: tuple[Filter, ...] = ()
+
+
 class WithFilter(Frozen):
     """Keep the row when some row of ``events`` relates to it (``timing``: one relation or a list that must all
-    hold, with ``other.*`` naming that row; and/or ``link``: one row references the other by id)."""
+    hold, with ``other.*`` naming that row; and/or ``link``: one row references the other by id); with ``pick``,
+    when the picked related row passes its test."""
 
     with_: EventSet = Field(alias="with")
     timing: Annotated[tuple[Timing, ...], BeforeValidator(_timings)] = ()
     link: Link | None = None
+    pick: RelatedPick | None = None
 
 
 class WithoutFilter(Frozen):
@@ -237,6 +252,7 @@ class WithoutFilter(Frozen):
     without: EventSet
     timing: Annotated[tuple[Timing, ...], BeforeValidator(_timings)] = ()
     link: Link | None = None
+    pick: RelatedPick | None = None
 
 
 def _filter_kind(value: Any) -> str:

@@ -31,6 +31,7 @@ from definitions.model import (
     ProductObs,
     RatioObs,
     Ref,
+    RelatedPick,
     Retrieve,
     SumObs,
     Timing,
@@ -71,6 +72,7 @@ from engine.plan import (
     ObservationIR,
     ObsIR,
     PickIR,
+    RelatedPickIR,
     RelatedTest,
     RetrieveIR,
     TimingTest,
@@ -297,7 +299,21 @@ class _Compiler:
             self.need(other_table, "encounter_id", "id")
         if not node.timing and node.link is None:
             self.err(scope, path, f"{key} needs a timing or a link saying how the rows relate")
-        return RelatedTest(events, node.timing, node.link, negate=isinstance(node, WithoutFilter))
+        pick = None if node.pick is None else self.related_pick(scope, (*path, "pick"), other_table, node.pick)
+        return RelatedTest(events, node.timing, node.link, negate=isinstance(node, WithoutFilter), pick=pick)
+
+    def related_pick(self, scope: str, path: Path, table: str, node: RelatedPick) -> RelatedPickIR:
+        """The picked related row's test: membership in an event set of the same table and filters."""
+        if table == MIXED:
+            self.err(scope, path, "pick orders the rows of one table: relate a union of one table's sets")
+        self.need(table, "start", "end", "tz_offset_min", "id")
+        members = None
+        if node.in_ is not None:
+            members = self.events(scope, (*path, "in"), node.in_)
+            if self.table_of(members) != table:
+                self.err(scope, (*path, "in"), f"in: rows of {self.table_of(members)}, not of {table}")
+        test = self.filters(scope, (*path, "test"), table, node.test)
+        return RelatedPickIR(node.by, node.time, node.day, members, test)
 
     def component(self, code: CodeRef) -> tuple[str, str]:
         """A component code, matched through the bind-time tags of observation_component.code."""

@@ -40,6 +40,7 @@ from engine.plan import (
     NumberObsIR,
     ObsIR,
     PickIR,
+    RelatedPickIR,
     RelatedTest,
     RetrieveIR,
     TimingTest,
@@ -321,8 +322,36 @@ class Lowerer:
         for timing in node.timing:
             joined = self.with_birth_date(joined, timing)
             cond = cond & timeexpr.relation(timing, self.period)
-        hits = joined.filter(cond).select("_row").unique()
+        related = joined.filter(cond)
+        if node.pick is None:
+            hits = related.select("_row").unique()
+        else:
+            hits = self.picked(related, node.pick, node.events)
         return frame.join(hits, on="_row", how="anti" if node.negate else "semi")
+
+    def picked(self, related: pl.LazyFrame, pick: RelatedPickIR, events: EventsIR) -> pl.LazyFrame:
+        """This side's rows (``_row``) whose picked related row (the last/first by time, or every related row
+        on that row's local day) is a row of ``pick.members`` passing ``pick.test``."""
+        ref = TimeRef(ref=f"other.{pick.time}")
+        if pick.day:
+            day = timeexpr.data_value(ref, "day")
+            assert isinstance(day, timeexpr.Point)
+            dated = related.select("_row", "_row_o", day.expr.alias("_d"))
+            extreme = pl.col("_d").max() if pick.by == "latest" else pl.col("_d").min()
+            chosen = dated.filter(pl.col("_d") == extreme.over("_row"))
+        else:
+            point = timeexpr.data_value(ref, "instant")
+            assert isinstance(point, timeexpr.Point)
+            keep: Literal["first", "last"] = "last" if pick.by == "latest" else "first"
+            chosen = (
+                related.select("_row", "_row_o", "id_o", point.expr.alias("_t"))
+                .sort(["_row", "_t", "id_o"], nulls_last=False)
+                .unique(subset="_row", keep=keep, maintain_order=True)
+            )
+        passing = self.apply(self.events(pick.members or events), pick.test)
+        return chosen.join(passing.select(pl.col("_row").alias("_row_o")), on="_row_o", how="semi").select(
+            "_row"
+        ).unique()
 
     # ------------------------------------------------------------------------------------------ aggregates
     def agg(

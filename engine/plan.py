@@ -40,6 +40,18 @@ class TimingTest:
 
 
 @dataclass(frozen=True)
+class RelatedPickIR:
+    """Of the related rows, the last/first by ``time`` (or all on its day) must be rows of ``members`` passing
+    ``test``."""
+
+    by: str
+    time: str
+    day: bool
+    members: EventsIR | None
+    test: tuple[FilterIR, ...]
+
+
+@dataclass(frozen=True)
 class RelatedTest:
     """``with`` (``negate=False``) or ``without`` another event set."""
 
@@ -47,6 +59,7 @@ class RelatedTest:
     timing: tuple[Timing, ...]  # all must hold
     link: str | None
     negate: bool
+    pick: RelatedPickIR | None = None
 
 
 FilterIR = AttrTest | ValueTest | TimingTest | RelatedTest

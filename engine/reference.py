@@ -31,6 +31,7 @@ from definitions.model import (
     Not,
     Pick,
     Ref,
+    RelatedPick,
     Retrieve,
     TimeRef,
     TimingFilter,
@@ -275,7 +276,8 @@ class _Evaluator:
             return timing_holds(node.timing, self.with_rows(row)) is True
         if isinstance(node, (WithFilter, WithoutFilter)):
             other = self.events(node.with_ if isinstance(node, WithFilter) else node.without, scope)
-            related = any(self.relates(node, row, o) for o in other.rows)
+            rows = [o for o in other.rows if self.relates(node, row, o)]
+            related = bool(rows) if node.pick is None else self.picked(node.pick, rows, other.table, scope)
             return related if isinstance(node, WithFilter) else not related
         raise TypeError(f"not a filter: {node!r}")
 
@@ -428,6 +430,33 @@ class _Evaluator:
         chosen = ordered[0][1] if spec.by in ("earliest", "lowest") else ordered[-1][1]
         # the tests are ordinary filters on the chosen row
         return all(self.keeps(f, chosen, table_rows.table, scope) for f in spec.test)
+
+    def picked(self, pick: RelatedPick, rows: list[dict[str, Any]], table: str, scope: str) -> bool:
+        """Whether the picked related row (the last/first by time, ties by id, unknown times first; or every
+        related row on that row's local day) is a row of ``in`` that passes ``test``."""
+        if pick.day:
+            days = [self.row_time(r, pick.time).reduce("day") for r in rows]
+            known = [d for d in days if d is not None]
+            if not known:
+                return False
+            target = max(known) if pick.by == "latest" else min(known)
+            chosen = [r for r, d in zip(rows, days, strict=True) if d == target]
+        elif rows:
+
+            def order(r: dict[str, Any]) -> tuple[Any, ...]:
+                t = self.row_time(r, pick.time).reduce("instant")
+                return (t is not None, t if t is not None else 0, str(r.get("id")))
+
+            ordered = sorted(rows, key=order)
+            chosen = [ordered[-1] if pick.by == "latest" else ordered[0]]
+        else:
+            return False
+        members = None if pick.in_ is None else {str(r.get("id")) for r in self.events(pick.in_, scope).rows}
+        return any(
+            (members is None or str(r.get("id")) in members)
+            and all(self.keeps(f, r, table, scope) for f in pick.test)
+            for r in chosen
+        )
 
     def row_time(self, row: dict[str, Any], which: str) -> Point:
         return resolve_point(f"this.{which}", self.with_rows(row))

@@ -31,6 +31,10 @@ def _stay(start: Any, end: Any, type_code: str = "9-9") -> dict[str, Any]:
     }
 
 
+def _reading(rid: str, at: Any, value: float, status: str = "final") -> dict[str, Any]:
+    return row(rid, at, at, code=code("9-9", LOINC), status=status, value_quantity=value)
+
+
 CASES: list[tuple[str, Any, dict[str, list[dict[str, Any]]], bool]] = [
     (
         "supply days of medication requests, overlaps counted once",
@@ -249,6 +253,84 @@ CASES: list[tuple[str, Any, dict[str, list[dict[str, Any]]], bool]] = [
             ("less than a calendar day", [_stay(dt(2025, 3, 1, 9), dt(2025, 3, 1, 20))], False),
         ]
     ],
+]
+CASES += [
+    (
+        f"the last related row must pass (pick {pick}): {title}",
+        {
+            "exists": {
+                "from": "encounter",
+                "valueset": "a",
+                "where": [
+                    {
+                        "with": {"from": "observation", "valueset": "b"},
+                        "timing": {"left": "other.end", "rel": "during", "right": "this"},
+                        "pick": pick,
+                    }
+                ],
+            }
+        },
+        {
+            "encounter": [row("e1", dt(2025, 3, 1, 8), dt(2025, 3, 3, 8), type=code("1"))],
+            "observation": readings,
+        },
+        expected,
+    )
+    for pick, title, readings, expected in [
+        (
+            {"by": "latest", "time": "start", "test": [{"value": {"op": ">=", "value": 140}}]},
+            "last is high",
+            [_reading("o1", dt(2025, 3, 1, 9), 120), _reading("o2", dt(2025, 3, 2, 9), 150)],
+            True,
+        ),
+        (
+            {"by": "latest", "time": "start", "test": [{"value": {"op": ">=", "value": 140}}]},
+            "an earlier one is high",
+            [_reading("o1", dt(2025, 3, 1, 9), 150), _reading("o2", dt(2025, 3, 2, 9), 120)],
+            False,
+        ),
+        (
+            {"by": "earliest", "time": "start", "test": [{"value": {"op": ">=", "value": 140}}]},
+            "first is high",
+            [_reading("o1", dt(2025, 3, 1, 9), 150), _reading("o2", dt(2025, 3, 2, 9), 120)],
+            True,
+        ),
+        (
+            {"by": "latest", "time": "start", "test": [{"value": {"op": ">=", "value": 140}}]},
+            "the high one ends after the stay (not related)",
+            [_reading("o1", dt(2025, 3, 1, 9), 120), _reading("o2", dt(2025, 3, 4, 9), 150)],
+            False,
+        ),
+        (
+            {
+                "by": "latest",
+                "time": "start",
+                "in": {
+                    "from": "observation",
+                    "valueset": "b",
+                    "where": [{"attr": "status", "in": ["final"]}],
+                },
+            },
+            "membership of another set",
+            [
+                _reading("o1", dt(2025, 3, 1, 9), 120, status="preliminary"),
+                _reading("o2", dt(2025, 3, 2, 9), 150),
+            ],
+            True,
+        ),
+        (
+            {"by": "latest", "time": "latest", "day": True, "test": [{"value": {"op": ">=", "value": 140}}]},
+            "any reading on the last day",
+            [_reading("o1", dt(2025, 3, 2, 9), 150), _reading("o2", dt(2025, 3, 2, 18), 120)],
+            True,
+        ),
+        (
+            {"by": "latest", "time": "latest", "day": True, "test": [{"value": {"op": ">=", "value": 140}}]},
+            "only an earlier day has one",
+            [_reading("o1", dt(2025, 3, 1, 9), 150), _reading("o2", dt(2025, 3, 2, 18), 120)],
+            False,
+        ),
+    ]
 ]
 
 

@@ -255,6 +255,20 @@ def filters(draw: st.DrawFn, table: str, depth: int) -> list[Any]:
                 spec["link"] = "reverse_encounter"
             if "link" not in spec or draw(st.booleans()):
                 spec["timing"] = draw(timing(table, other_table))
+                if draw(st.integers(0, 3)) == 0:  # several timings, all of which must hold
+                    spec["timing"] = [spec["timing"], draw(timing(table, other_table))]
+            if draw(st.integers(0, 2)) == 0:  # the last/first/last-day related row must pass a test
+                pick: dict[str, Any] = {
+                    "by": draw(st.sampled_from(["latest", "earliest"])),
+                    "time": draw(st.sampled_from(["start", "end", "latest", "earliest"])),
+                    "day": draw(st.booleans()),
+                }
+                if draw(st.booleans()):
+                    pick["in"] = draw(retrieve(other_table, 0))
+                test = draw(filters(other_table, 0))
+                if test:
+                    pick["test"] = test
+                spec["pick"] = pick
             out.append(spec)  # dicts with a timing key are built as models by the caller (see to_filter)
         elif kind == "timing":
             out.append({"timing": draw(timing(table, None))})

@@ -7,7 +7,9 @@ in one process.
 * DuckDB: for each measure, its SQL from the Parquet files to the per-patient result, fetched as a polars frame
   (``.pl()``), one query per measure; the time is the sum of the three. The lake is read through views
   (``lake_views``) and value sets from a ``valueset(valueset, system, code)`` table loaded once with the
-  project's loader (``engine.library.load_valuesets``), outside the timing, as the engine's compile is.
+  project's loader (``engine.library.load_valuesets``), outside the timing, as the engine's compile is. What the
+  measures share (the concept dimension, the staging views, the library definitions as table macros of the
+  period) is written once in ``sql/common.sql``, created with each connection and expanded into each query.
 
 Both run with ``--threads`` threads (POLARS_MAX_THREADS, ``SET threads``), alternating, ``--repeat`` times
 (medians). Every population of every patient is compared; mismatches are counted per population and the first
@@ -115,6 +117,9 @@ def prepare(root: str | Path, threads: int = 2) -> duckdb.DuckDBPyConnection:
     con = connect(threads)
     lake_views(con, root)
     load_valueset_table(con)
+    # the models the measures share (concepts, staging views, library macros of the period): they bind to the
+    # lake views and the valueset table, so they come after them; nothing is computed until a measure runs
+    con.execute((SQL_DIR / "common.sql").read_text())
     return con
 
 

@@ -25,6 +25,7 @@ from datasets import storage
 from datasets.synthetic import SynthConfig, generate
 from handlers import batch
 from handlers.batch_local import run_local
+from tests.template_yaml import load_template
 
 REGION = "us-east-1"  # as in conftest.py
 ACCOUNT = "123456789012"  # moto's default account
@@ -39,22 +40,7 @@ FUNCTIONS = {
 
 def _load_template() -> dict[str, Any]:
     """template.yaml with ``!Sub`` resolved for this stack; other intrinsics kept as ``{"Tag": value}``."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-        return {suffix: value}
-
-    Loader.add_multi_constructor("!", tagged)
-    doc = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
+    doc = load_template(ROOT / "template.yaml")
     params = {
         "AWS::StackName": STACK,
         "AWS::AccountId": ACCOUNT,

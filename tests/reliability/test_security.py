@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from handlers import batch
+from tests.template_yaml import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "k3y-0123456789abcdef"
@@ -172,26 +172,6 @@ def test_a_valid_plan_in_an_event_still_runs(planned: batch.RunPlan) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- template
-
-
-def load_template(path: Path = ROOT / "template.yaml") -> dict[str, Any]:
-    """template.yaml with CloudFormation tags (!Ref, !Sub, !GetAtt...) kept as ``{"Tag": value}``."""
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-        return {suffix: value}
-
-    Loader.add_multi_constructor("!", tagged)
-    doc: dict[str, Any] = yaml.load(path.read_text(), Loader=Loader)  # a SafeLoader subclass
-    return doc
 
 
 def _text(value: Any) -> str:

@@ -203,14 +203,15 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     req = Requirements.of(plans)
     membership = req.membership_frame()
     tables = [t for t in sorted(req.columns) if t != "patient"]
-    scans = [views.scan(source, t, sorted(req.columns[t])).with_row_index("_row") for t in tables]
+    # the row index is added in memory after the scan: on the streaming scan it costs as much as the scan
+    scans = [views.scan(source, t, sorted(req.columns[t])) for t in tables]
     try:
         read = pl.collect_all(
             [*scans, _patients(source, req)], engine="streaming" if streaming else "in-memory"
         )
     except pl.exceptions.PolarsError as exc:
         raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
-    bases = dict(zip(tables, read[:-1], strict=True))
+    bases = {t: df.with_row_index("_row") for t, df in zip(tables, read[:-1], strict=True)}
     patients_lf = read[-1].lazy()
     patient_keys = patients_lf.select("patient_id", PKEY)
     names: list[tuple[str, object]] = []

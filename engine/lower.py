@@ -705,9 +705,11 @@ def first_components(comps: pl.LazyFrame, by: Sequence[str] = ()) -> pl.LazyFram
     """Each observation's first component (lowest ``component_ix``) among ``comps``: (patient_id, id, _cv, _cu);
     with ``by``, per value of those columns too (one sort for several component codes)."""
     keys = [*by, PKEY, "observation_id"]
+    # a stable sort on the one integer column, then the first row per key: the lowest component_ix (ties in file
+    # order), without sorting on the string keys
     return (
         comps
-        .sort(*keys, "component_ix")
+        .sort("component_ix", maintain_order=True)
         .unique(subset=keys, keep="first")
         .select(*by, PKEY, pl.col("observation_id").alias("id"), pl.col("value_quantity").alias("_cv"),
                 pl.col("value_unit").alias("_cu"))

@@ -20,7 +20,7 @@ from datasets import views
 from datasets.source import DataSource
 from engine.errors import EvaluationError
 from engine.lower import PKEY, Bound, Lowerer, component_columns, first_components, lower
-from engine.plan import EventsIR, MeasurePlan, NamedEventsIR, RetrieveIR, UnionIR, walk
+from engine.plan import AttrTest, EventsIR, MeasurePlan, NamedEventsIR, RetrieveIR, UnionIR, walk
 from engine.supply import supply_columns
 from engine.timeexpr import Period
 
@@ -268,6 +268,10 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
         else:
             assert isinstance(key, str)
             rows_map[key] = rows_dfs[key].lazy()
+    attr_bits = _attr_bits(plans, tag_parts)
+    for table in {t for t, _, _ in attr_bits}:
+        rows_dfs[table] = _with_attr_bits(rows_dfs[table], table, attr_bits, tag_parts)
+        rows_map[table] = rows_dfs[table].lazy()
     code_keys: dict[str, set[str]] = {}
     for key, system, code in req.membership:
         code_keys.setdefault(key, set()).add(f"{system}|{code}")
@@ -281,6 +285,52 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
         {k: frozenset(v) for k, v in code_keys.items()},
         tag_parts=tag_parts,
         components=components,
+        attr_bits=attr_bits,
+    )
+
+
+def _attr_bits(
+    plans: Sequence[MeasurePlan], tag_parts: Mapping[tuple[str, str], Mapping[str, pl.LazyFrame]]
+) -> dict[tuple[str, str, str], tuple[str, int]]:
+    """A bit per (table, column, key) that the plans' attribute tests answer from the tags: 64 to a UInt64
+    column ``_attr:<table>:<n>`` of the table's rows."""
+    used = sorted(
+        {
+            (n.table, n.column, n.tag_key)
+            for plan in plans
+            for root in [node for _, node in plan.defines]
+            + [c for g in plan.groups for _, c in (*g.populations, *g.stratifiers)]
+            for n in walk(root)
+            if isinstance(n, AttrTest) and n.tag_key and (n.table, n.column) in tag_parts
+        }
+    )
+    out: dict[tuple[str, str, str], tuple[str, int]] = {}
+    counts: dict[str, int] = {}
+    for table, column, key in used:
+        i = counts.get(table, 0)
+        counts[table] = i + 1
+        out[(table, column, key)] = (f"_attr:{table}:{i // 64}", i % 64)
+    return out
+
+
+def _with_attr_bits(
+    rows: pl.DataFrame,
+    table: str,
+    attr_bits: Mapping[tuple[str, str, str], tuple[str, int]],
+    tag_parts: Mapping[tuple[str, str], Mapping[str, pl.LazyFrame]],
+) -> pl.DataFrame:
+    """The table's rows with their attribute bits (``_attr_bits``) set from the tags."""
+    words: dict[str, list[pl.Expr]] = {}
+    for (t, column, key), (name, bit) in attr_bits.items():
+        if t != table:
+            continue
+        part = tag_parts[(table, column)].get(key)
+        hit = pl.lit(False) if part is None else pl.col("_row").is_in(part.collect()["_row"].implode())
+        words.setdefault(name, []).append(
+            pl.when(hit).then(pl.lit(1 << bit, dtype=pl.UInt64)).otherwise(pl.lit(0, dtype=pl.UInt64))
+        )
+    return rows.with_columns(
+        pl.sum_horizontal(bits).cast(pl.UInt64).alias(name) for name, bits in sorted(words.items())
     )
 
 

@@ -78,6 +78,9 @@ class Bound:
     tag_parts: dict[tuple[str, str], dict[str, pl.LazyFrame]] = field(default_factory=dict)
     # component key -> (patient_id, id, _cv, _cu): each observation's first component with that code, bound once
     components: dict[str, pl.LazyFrame] = field(default_factory=dict)
+    # (table, column, membership key) of a tag-answered attribute test -> (column of the table's bound rows, bit):
+    # the bit is set on the rows whose coding is in the key, so the test is a filter, not a semi-join on the tags
+    attr_bits: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
 
     def tagged_rows(self, table: str, column: str, keys: list[str]) -> pl.LazyFrame | None:
         """``_row`` of the rows whose (table, column) codings are in one of ``keys``; None if not tagged."""
@@ -280,6 +283,9 @@ class Lowerer:
 
     def attr_frame(self, frame: pl.LazyFrame, node: AttrTest) -> pl.LazyFrame:
         """Answer a coding test from the bind-time tags when there are some (no per-row list work)."""
+        slot = self.bound.attr_bits.get((node.table, node.column, node.tag_key)) if node.tag_key else None
+        if slot is not None and slot[0] in frame.collect_schema():
+            return frame.filter((pl.col(slot[0]) & pl.lit(1 << slot[1], dtype=pl.UInt64)) != 0)
         hits = self.bound.tagged_rows(node.table, node.column, [node.tag_key]) if node.tag_key else None
         if hits is None:
             return frame.filter(self.attr(node))

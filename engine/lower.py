@@ -635,8 +635,15 @@ class Lowerer:
         for name in order:
             if name not in early:
                 inside = inside.with_columns(exprs[name].alias(define_column(name)))
-        frame = pl.concat([inside, frame.filter(~pl.col("_eligible"))], how="diagonal")
-        true_defines = names_where_true([(name, pl.col(define_column(name))) for name in order])
+        # the definitions that were true, once per subject (not per group); outside the initial population only
+        # the early ones can be (the others are not evaluated there: null)
+        inside = inside.with_columns(
+            names_where_true([(name, pl.col(define_column(name))) for name in order]).alias("_true_defines")
+        )
+        outside = frame.filter(~pl.col("_eligible")).with_columns(
+            names_where_true([(n, pl.col(define_column(n))) for n in order if n in early]).alias("_true_defines")
+        )
+        frame = pl.concat([inside, outside], how="diagonal")
         sde = self.sde_columns()
         outputs = []
         for gid, pops, strata, observations in group_exprs:
@@ -660,7 +667,7 @@ class Lowerer:
                     *observed,
                     names_where_true(strata).alias("strata"),
                     *sde,
-                    true_defines.alias("true_defines"),
+                    pl.col("_true_defines").alias("true_defines"),
                     "_pidx",
                 ).sort("_pidx", "episode_id", nulls_last=False)
             )

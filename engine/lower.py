@@ -64,6 +64,7 @@ ELIGIBILITY_POPULATIONS = frozenset(
      "measure_population", "measure_population_exclusion"}
 )  # fmt: skip
 EPISODE_KEYS = (PKEY, "episode_id")
+EKEY = "_ekey"  # an episode's number in the subject frame of an episode-based measure
 
 
 @dataclass
@@ -135,6 +136,7 @@ class Lowerer:
         self.episodic = plan.basis == "encounter"
         self.defines = dict(plan.defines)
         self._n = 0
+        self._episodes: pl.LazyFrame | None = None
 
     def fresh(self, prefix: str) -> str:
         self._n += 1
@@ -371,13 +373,10 @@ class Lowerer:
     def membership(self, events: EventsIR) -> pl.Expr:
         """The episode (subject row) is one of the event set's rows."""
         name = self.fresh("member")
-        frame = (
-            self.events(events)
-            .select(PKEY, pl.col("id").alias("episode_id"))
-            .unique()
-            .with_columns(pl.lit(True).alias(name))
-        )
-        return self.agg(frame, pl.lit(False), EPISODE_KEYS, name=name)
+        rows = self.events(events).select(PKEY, pl.col("id").alias("episode_id"))
+        keys = self.episodes().select(EKEY, *EPISODE_KEYS)
+        frame = keys.join(rows, on=list(EPISODE_KEYS), how="semi").select(EKEY, pl.lit(True).alias(name))
+        return self.agg(frame, pl.lit(False), (EKEY,), name=name)
 
     def has(self, events: EventsIR) -> pl.Expr:
         """An event set used as a criterion: the episode is in it (episode basis) or the patient has one."""
@@ -678,17 +677,24 @@ class Lowerer:
         patients = self.bound.patients
         if not self.episodic:
             return patients.with_columns(pl.lit(None, pl.String).alias("episode_id"))
-        episodes = []
-        for group in self.plan.groups:
-            ip = dict(group.populations)["initial_population"]
-            events = ip.events if isinstance(ip, EpisodeIR) else NamedEventsIR(ip.name, ())  # type: ignore[union-attr]
-            episodes.append(
-                self.events(events).select(
-                    "patient_id", PKEY, pl.col("id").alias("episode_id"), "start", "end", "tz_offset_min"
+        return self.episodes().join(patients.drop("patient_id"), on=PKEY, how="left")
+
+    def episodes(self) -> pl.LazyFrame:
+        """The episodes of every group's initial population, each once, numbered ``_ekey`` in (patient, episode)
+        order: memberships are then joined to the subject frame on one integer."""
+        if self._episodes is None:
+            episodes = []
+            for group in self.plan.groups:
+                ip = dict(group.populations)["initial_population"]
+                events = ip.events if isinstance(ip, EpisodeIR) else NamedEventsIR(ip.name, ())  # type: ignore[union-attr]
+                episodes.append(
+                    self.events(events).select(
+                        "patient_id", PKEY, pl.col("id").alias("episode_id"), "start", "end", "tz_offset_min"
+                    )
                 )
-            )
-        unique = pl.concat(episodes).unique(subset=[PKEY, "episode_id"], keep="first")
-        return unique.join(patients.drop("patient_id"), on=PKEY, how="left")
+            unique = pl.concat(episodes).unique(subset=[PKEY, "episode_id"], keep="first")
+            self._episodes = unique.sort(PKEY, "episode_id").with_row_index(EKEY)
+        return self._episodes
 
     def sde_columns(self) -> list[pl.Expr]:
         """The supplemental data elements, computed once per run when the patients were bound."""

@@ -644,6 +644,8 @@ class Lowerer:
         )
         frame = pl.concat([inside, outside], how="diagonal")
         sde = self.sde_columns()
+        if len(group_exprs) > 1:  # one sort for all groups (each group's rows keep the frame's order)
+            frame = frame.sort("_pidx", "episode_id", nulls_last=False)
         outputs = []
         for gid, pops, strata, observations in group_exprs:
             populations = cascade(self.plan.scoring, pops)
@@ -668,8 +670,10 @@ class Lowerer:
                     *sde,
                     pl.col("_true_defines").alias("true_defines"),
                     "_pidx",
-                ).sort("_pidx", "episode_id", nulls_last=False)
+                )
             )
+        if len(outputs) == 1:
+            outputs = [outputs[0].sort("_pidx", "episode_id", nulls_last=False)]
         return pl.concat(outputs, how="diagonal_relaxed").drop("_pidx")
 
     def subject_frame(self) -> pl.LazyFrame:

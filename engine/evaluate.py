@@ -268,7 +268,7 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
         else:
             assert isinstance(key, str)
             rows_map[key] = rows_dfs[key].lazy()
-    attr_bits = _attr_bits(plans, tag_parts)
+    attr_bits = _attr_bits(plans, tag_parts) if streaming else {}  # one patient: the semi-joins cost less
     for table in {t for t, _, _ in attr_bits}:
         rows_dfs[table] = _with_attr_bits(rows_dfs[table], table, attr_bits, tag_parts)
         rows_map[table] = rows_dfs[table].lazy()
@@ -286,6 +286,7 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
         tag_parts=tag_parts,
         components=components,
         attr_bits=attr_bits,
+        batch=streaming,
     )
 
 

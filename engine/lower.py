@@ -82,6 +82,9 @@ class Bound:
     # (table, column, membership key) of a tag-answered attribute test -> (column of the table's bound rows, bit):
     # the bit is set on the rows whose coding is in the key, so the test is a filter, not a semi-join on the tags
     attr_bits: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
+    # bound for a batch (plans collected with the optimiser, shared subplans computed once); False for one
+    # patient, where each extra plan node costs more than integer keys save
+    batch: bool = True
 
     def tagged_rows(self, table: str, column: str, keys: list[str]) -> pl.LazyFrame | None:
         """``_row`` of the rows whose (table, column) codings are in one of ``keys``; None if not tagged."""
@@ -374,6 +377,9 @@ class Lowerer:
         """The episode (subject row) is one of the event set's rows."""
         name = self.fresh("member")
         rows = self.events(events).select(PKEY, pl.col("id").alias("episode_id"))
+        if not self.bound.batch:
+            frame = rows.unique().with_columns(pl.lit(True).alias(name))
+            return self.agg(frame, pl.lit(False), EPISODE_KEYS, name=name)
         keys = self.episodes().select(EKEY, *EPISODE_KEYS)
         frame = keys.join(rows, on=list(EPISODE_KEYS), how="semi").select(EKEY, pl.lit(True).alias(name))
         return self.agg(frame, pl.lit(False), (EKEY,), name=name)
@@ -640,7 +646,9 @@ class Lowerer:
             names_where_true([(name, pl.col(define_column(name))) for name in order]).alias("_true_defines")
         )
         outside = frame.filter(~pl.col("_eligible")).with_columns(
-            names_where_true([(n, pl.col(define_column(n))) for n in order if n in early]).alias("_true_defines")
+            names_where_true([(n, pl.col(define_column(n))) for n in order if n in early]).alias(
+                "_true_defines"
+            )
         )
         frame = pl.concat([inside, outside], how="diagonal")
         sde = self.sde_columns()
@@ -697,7 +705,9 @@ class Lowerer:
                     )
                 )
             unique = pl.concat(episodes).unique(subset=[PKEY, "episode_id"], keep="first")
-            self._episodes = unique.sort(PKEY, "episode_id").with_row_index(EKEY)
+            self._episodes = (
+                unique.sort(PKEY, "episode_id").with_row_index(EKEY) if self.bound.batch else unique
+            )
         return self._episodes
 
     def sde_columns(self) -> list[pl.Expr]:

@@ -299,7 +299,9 @@ class _Compiler:
             self.need(other_table, "encounter_id", "id")
         if not node.timing and node.link is None:
             self.err(scope, path, f"{key} needs a timing or a link saying how the rows relate")
-        pick = None if node.pick is None else self.related_pick(scope, (*path, "pick"), other_table, node.pick)
+        pick = (
+            None if node.pick is None else self.related_pick(scope, (*path, "pick"), other_table, node.pick)
+        )
         return RelatedTest(events, node.timing, node.link, negate=isinstance(node, WithoutFilter), pick=pick)
 
     def related_pick(self, scope: str, path: Path, table: str, node: RelatedPick) -> RelatedPickIR:

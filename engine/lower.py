@@ -360,9 +360,11 @@ class Lowerer:
                 .unique(subset="_row", keep=keep, maintain_order=True)
             )
         passing = self.apply(self.events(pick.members or events), pick.test)
-        return chosen.join(passing.select(pl.col("_row").alias("_row_o")), on="_row_o", how="semi").select(
-            "_row"
-        ).unique()
+        return (
+            chosen.join(passing.select(pl.col("_row").alias("_row_o")), on="_row_o", how="semi")
+            .select("_row")
+            .unique()
+        )
 
     # ------------------------------------------------------------------------------------------ aggregates
     def agg(

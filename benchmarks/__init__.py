@@ -64,7 +64,8 @@ def machine() -> dict[str, Any]:
 
 
 def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run a child process; (wall s, peak RSS GiB of that child, stdout). Raises on a non-zero exit."""
+    """Run a child process; (wall s, ``ru_maxrss`` GiB, stdout). Raises on a non-zero exit. The RSS figure
+    includes the parent's high-water mark at fork: children that matter report :func:`peak_rss_gib`."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=None, env=env, cwd=ROOT, text=True)
     assert proc.stdout is not None
@@ -75,6 +76,14 @@ def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float
     if proc.returncode:
         raise RuntimeError(f"{args} exited {proc.returncode}")
     return wall, usage.ru_maxrss / 2**20, out  # ru_maxrss is KiB on Linux
+
+
+def peak_rss_gib() -> float:
+    """This process's own peak RSS (``VmHWM``), for a child to report. ``ru_maxrss`` from ``wait4`` is not
+    usable when the parent is large: Linux carries the forked parent's high-water mark into the child's."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 2**20
 
 
 def median(xs: list[float]) -> float:

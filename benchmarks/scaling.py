@@ -21,7 +21,7 @@ from benchmarks import PY, lake, machine, median, run_child, write_json
 
 def child(root: str) -> None:
     t0 = time.perf_counter()
-    from benchmarks import library_plans
+    from benchmarks import library_plans, peak_rss_gib
     from datasets.source import ParquetSource
     from engine import EvaluationConfig, evaluate
     from engine.library import summarize
@@ -44,6 +44,7 @@ def child(root: str) -> None:
                 "measures": [p.measure_id for p in plans],
                 "skipped": skipped,
                 "initial_population": int(summary["initial_population"].sum()),
+                "peak_rss_gib": peak_rss_gib(),
             }
         )
     )
@@ -62,9 +63,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.sizes}
     for i in range(args.repeat):
         for n in args.sizes:
-            wall, rss, out = run_child([PY, "-m", "benchmarks.scaling", "--child", str(roots[n])])
+            wall, _, out = run_child([PY, "-m", "benchmarks.scaling", "--child", str(roots[n])])
             inner = json.loads(out.strip().splitlines()[-1])
-            runs[n].append({"wall_s": wall, "peak_rss_gib": rss, **inner})
+            rss = inner["peak_rss_gib"]  # the child's own VmHWM
+            runs[n].append({"wall_s": wall, **inner})
             print(
                 f"rep {i} {n:>9,}: wall {wall:.2f}s evaluate {inner['evaluate_s']:.2f}s rss {rss:.2f} GiB",
                 flush=True,

@@ -113,6 +113,18 @@ def score(counts: dict[str, int]) -> float | None:
     return (counts.get("numerator", 0) - counts.get("numerator_exclusion", 0)) / denominator
 
 
+def score_text(score: float | None, scoring: str | None) -> str:
+    """A score as people read it: a proportion as a percentage, a ratio as a number, a continuous-variable
+    group's aggregated observation as the observed value."""
+    if score is None:
+        return "-"
+    if scoring in ("proportion", None):
+        return f"{100 * score:.1f} %"
+    if scoring == "ratio":
+        return f"{score:.4g}"
+    return f"{score:g} (observed)"
+
+
 def with_scores(counts: pl.DataFrame) -> pl.DataFrame:
     """Add ``score`` to a count frame (rows as produced by ``count_frame``)."""
     scores = [score(row) for row in counts.iter_rows(named=True)]

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from datasets.source import ParquetSource
     from datasets.synthetic import SynthConfig, generate
     from engine import EvaluationConfig, evaluate
-    from engine.library import load_library, summarize
+    from engine.library import load_library, score_text, summarize
 
     console = Console()
     lake = args.out / "lake"
@@ -54,11 +54,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(column, justify="left" if column in ("measure", "group") else "right")
     scoring = {p.measure_id: p.scoring for p in plans}
     for row in summary.iter_rows(named=True):
-        proportion = scoring.get(row["measure_id"]) in ("proportion", None)
-        if row["score"] is None:
-            rate = "-"
-        else:
-            rate = f"{100 * row['score']:.1f} %" if proportion else f"{row['score']:g} (observed)"
+        rate = score_text(row["score"], scoring.get(row["measure_id"]))
         table.add_row(
             row["measure_id"],
             row["group_id"],

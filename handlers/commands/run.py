@@ -52,13 +52,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
 def _print_table(document: dict[str, Any], elapsed: float) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from engine.library import score_text
 
     table = Table(title=f"{document['patients']:,} patients, {elapsed:.1f} s")
     for name in ("measure", "group", "IP", "denominator", "exclusions", "numerator", "rate"):
@@ -77,7 +75,7 @@ def _print_table(document: dict[str, Any], elapsed: float) -> None:
                     f"{pops.get('denominator', 0):,}",
                     f"{exclusions:,}",
                     f"{pops.get('numerator', 0):,}",
-                    _rate(entry["score"]),
+                    score_text(entry["score"], measure.get("scoring")),
                 )
     Console().print(table)
 
@@ -147,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             reasons = ", ".join(f"{r}: {n}" for r, n in quarantine["reasons"].items())
             console.print(
                 f"quarantined {quarantine['quarantined']:,} of {quarantine['rows']:,} rows"
-                f" ({_rate(quarantine['rate'])}; {reasons}); see {done.run.root}/errors/",
+                f" ({100 * quarantine['rate']:.2f} %; {reasons}); see {done.run.root}/errors/",
                 markup=False,
                 highlight=False,
             )

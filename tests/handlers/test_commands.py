@@ -39,3 +39,14 @@ def test_measures_evaluate_prints_the_individual_report(capsys: pytest.CaptureFi
     got = {p["code"]["coding"][0]["code"]: p["count"] for p in report["group"][0]["population"]}
     want = {p["code"]["coding"][0]["code"]: p["count"] for p in expected["group"][0]["population"]}
     assert {k: got.get(k, 0) for k in want} == want
+
+
+def test_scores_read_by_scoring_type() -> None:
+    """A proportion is a percentage; a ratio and a continuous-variable observation are numbers (a CV group's
+    summed observation is not a rate)."""
+    from engine.library import score_text
+
+    assert score_text(0.807, "proportion") == "80.7 %"
+    assert score_text(0.0362694, "ratio") == "0.03627"
+    assert score_text(33517.0, "continuous_variable") == "33517 (observed)"
+    assert score_text(None, "proportion") == "-"

@@ -20,7 +20,12 @@ from engine.testdeck import FHIR_POPULATION, load_official_case, official_values
 
 from .conftest import ECQM, ROOT, make_client
 
-MEASURES = {"CMS125": "cms125", "CMS122": "cms122", "CMS165": "cms165"}
+# every library measure with official test cases: the API must give the batch engine's answers
+MEASURES = {
+    path.stem.upper(): path.stem
+    for path in sorted((ROOT / "measures").glob("cms*.yaml"))
+    if (ECQM / path.stem.upper() / "tests").is_dir()
+}
 SKIPS = {
     (s["measure"], s["case"]): s["reason"]
     for s in yaml.safe_load((ROOT / "tests" / "measures" / "official_skips.yaml").read_text()) or []

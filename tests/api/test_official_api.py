@@ -11,32 +11,18 @@ from collections.abc import Iterator
 from functools import cache
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from definitions import load_measure
 from engine import compile_measure
 from engine.testdeck import FHIR_POPULATION, load_official_case, official_valuesets
+from tests.measures.official import ECQM, MEASURES, ROOT, SKIPS, case_ids
 
-from .conftest import ECQM, ROOT, make_client
+from .conftest import make_client
 
-# every library measure with official test cases: the API must give the batch engine's answers
-MEASURES = {
-    path.stem.upper(): path.stem
-    for path in sorted((ROOT / "measures").glob("cms*.yaml"))
-    if (ECQM / path.stem.upper() / "tests").is_dir()
-}
-SKIPS = {
-    (s["measure"], s["case"]): s["reason"]
-    for s in yaml.safe_load((ROOT / "tests" / "measures" / "official_skips.yaml").read_text()) or []
-}
 CODES = {name: code for code, name in FHIR_POPULATION.items()}
 
 pytestmark = pytest.mark.skipif(not ECQM.is_dir(), reason=f"official eCQM content not found at {ECQM}")
-
-
-def _cases() -> list[tuple[str, str]]:
-    return [(m, p.stem) for m in MEASURES for p in sorted((ECQM / m / "tests").glob("*.json"))]
 
 
 @cache
@@ -55,7 +41,7 @@ def clients() -> Iterator[dict[str, TestClient]]:
         c.__exit__(None, None, None)
 
 
-@pytest.mark.parametrize(("measure", "case"), _cases(), ids=lambda v: v)
+@pytest.mark.parametrize(("measure", "case"), case_ids(), ids=lambda v: v)
 def test_official_case_via_api(clients: dict[str, TestClient], measure: str, case: str) -> None:
     path = ECQM / measure / "tests" / f"{case}.json"
     expected = load_official_case(path)

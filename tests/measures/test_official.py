@@ -7,31 +7,13 @@ passes fails the test, so the list cannot go stale.
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 import pytest
-import yaml
 
 from definitions import load_measure
 from engine import compile_measure
 from engine.testdeck import CaseResult, load_official, official_valuesets, run_deck
-
-ROOT = Path(__file__).resolve().parents[2]
-ECQM = ROOT / ".." / "shared" / "data" / "ecqm"
-# every library measure whose official test cases are in ../shared/data/ecqm
-MEASURES = {
-    path.stem.upper(): path.stem
-    for path in sorted((ROOT / "measures").glob("cms*.yaml"))
-    if (ECQM / path.stem.upper() / "tests").is_dir()
-}
-SKIPS = {
-    (s["measure"], s["case"]): s["reason"]
-    for s in yaml.safe_load((Path(__file__).parent / "official_skips.yaml").read_text()) or []
-}
-
-
-def _case_ids() -> list[tuple[str, str]]:
-    return [(m, p.stem) for m in MEASURES for p in sorted((ECQM / m / "tests").glob("*.json"))]
+from tests.measures.official import ECQM, MEASURES, ROOT, SKIPS, case_ids
 
 
 @cache
@@ -45,7 +27,7 @@ def _results(measure: str) -> tuple[dict[str, CaseResult], tuple[str, ...]]:
 pytestmark = pytest.mark.skipif(not ECQM.is_dir(), reason=f"official eCQM content not found at {ECQM}")
 
 
-@pytest.mark.parametrize(("measure", "case"), _case_ids(), ids=lambda v: v)
+@pytest.mark.parametrize(("measure", "case"), case_ids(), ids=lambda v: v)
 def test_official_case(measure: str, case: str) -> None:
     result = _results(measure)[0][case]
     assert result.checks, "the expected MeasureReport names no populations"
@@ -57,7 +39,7 @@ def test_official_case(measure: str, case: str) -> None:
 
 
 def test_skips_name_real_cases() -> None:
-    known = set(_case_ids())
+    known = set(case_ids())
     assert set(SKIPS) <= known, f"official_skips.yaml names unknown cases: {sorted(set(SKIPS) - known)}"
 
 

@@ -30,9 +30,9 @@ def required_columns(plans: Sequence[Any]) -> dict[str, list[str]]:
     from engine.evaluate import Requirements
 
     req = Requirements.of(plans)
-    cols = {t: sorted(c) for t, c in req.columns.items()}
+    cols = req.lake_columns()  # what bind reads: views come from their lake table's scan
     # bind always reads these patient columns (and coverage when a plan reports payer)
-    cols["patient"] = sorted(set(cols.get("patient", [])) | {"patient_id", "gender", "birth_date"})
+    cols["patient"] = sorted(set(req.columns.get("patient", ())) | {"patient_id", "gender", "birth_date"})
     if "coverage" in req.full:
         cols["coverage"] = sorted(set(cols.get("coverage", [])) | {"patient_id", "type"})
     return cols

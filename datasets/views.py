@@ -8,17 +8,12 @@ offset, and an ``id`` of ``<encounter id>#<position>``, unique within the patien
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import polars as pl
 
 from datasets.schema import CODES, PRIMARY_CODE, TABLES, UTC_INSTANT
-
-
-class ScanSource(Protocol):
-    def scan(self, table: str, columns: Sequence[str] | None = None) -> pl.LazyFrame: ...
 
 
 @dataclass(frozen=True)
@@ -81,13 +76,13 @@ def columns_of(table: str) -> pl.Schema:
     return TABLES[table]
 
 
-def scan(source: ScanSource, table: str, columns: Sequence[str] | None = None) -> pl.LazyFrame:
-    """``source.scan`` for a lake table or a view (built from its base table's scan)."""
+def frame(table: str, lake_frames: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
+    """``table`` from frames already read from the lake: itself, or the view built from its base table's frame
+    (which holds the view's ``base_columns``)."""
     view = VIEWS.get(table)
     if view is None:
-        return source.scan(table, columns)
-    frame = view.build(source.scan(view.base, list(view.base_columns)))
-    return frame if columns is None else frame.select(list(columns))
+        return lake_frames[table]
+    return view.build(lake_frames[view.base].lazy()).collect()
 
 
 def view_rows(name: str, base_rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:

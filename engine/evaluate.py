@@ -133,6 +133,18 @@ class Requirements:
             req.columns[table].add("patient_id")
         return req
 
+    def lake_columns(self) -> dict[str, list[str]]:
+        """What to read of each lake table (not the patient table): its own columns, and those of the views
+        derived from it (``encounter_location``), which are built from the same scan, not a second one."""
+        stored: dict[str, set[str]] = {}
+        for table, columns in self.columns.items():
+            view = views.VIEWS.get(table)
+            if view is not None:
+                stored.setdefault(view.base, set()).update(view.base_columns)
+            elif table != "patient":
+                stored.setdefault(table, set()).update(columns)
+        return {t: sorted(cols) for t, cols in sorted(stored.items())}
+
     def membership_frame(self) -> pl.LazyFrame:
         """Every (key, system, code) the plans match on: one table for all value sets of all measures."""
         schema = {"_key": pl.String, "system": pl.String, "code": pl.String}
@@ -203,15 +215,19 @@ def bind(plans: Sequence[MeasurePlan], source: DataSource, *, streaming: bool = 
     req = Requirements.of(plans)
     membership = req.membership_frame()
     tables = [t for t in sorted(req.columns) if t != "patient"]
-    # the row index is added in memory after the scan: on the streaming scan it costs as much as the scan
-    scans = [views.scan(source, t, sorted(req.columns[t])) for t in tables]
+    stored = req.lake_columns()
+    scans = [source.scan(t, cols) for t, cols in stored.items()]
     try:
         read = pl.collect_all(
             [*scans, _patients(source, req)], engine="streaming" if streaming else "in-memory"
         )
     except pl.exceptions.PolarsError as exc:
         raise EvaluationError(f"binding the data failed: {exc.__class__.__name__}: {exc}") from exc
-    bases = {t: df.with_row_index("_row") for t, df in zip(tables, read[:-1], strict=True)}
+    lake_frames = dict(zip(stored, read[:-1], strict=True))
+    # the row index is added in memory after the scan: on the streaming scan it costs as much as the scan
+    bases = {
+        t: views.frame(t, lake_frames).select(sorted(req.columns[t])).with_row_index("_row") for t in tables
+    }
     patients_lf = read[-1].lazy()
     patient_keys = patients_lf.select("patient_id", PKEY)
     names: list[tuple[str, object]] = []

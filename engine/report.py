@@ -37,7 +37,7 @@ import polars as pl
 
 from engine.library import POPULATIONS, score
 from engine.plan import MeasurePlan, NamedEventsIR, RetrieveIR, UnionIR
-from engine.populations import FHIR_CODES
+from engine.populations import CV_POPULATIONS, FHIR_CODES, PROPORTION_POPULATIONS
 from engine.timeexpr import Period
 
 CANONICAL_BASE = "https://measures-engine.dev/fhir"
@@ -199,27 +199,15 @@ def group_populations(plan: MeasurePlan, group_id: str) -> list[str]:
     """The populations the group reports, in cascade order (those of the scoring type, plus any defined)."""
     group = next((g for g in plan.groups if g.id == group_id), None)
     defined = {name for name, _ in group.populations} if group else set()
+    wanted: tuple[str, ...]
     if plan.scoring == "cohort":
-        wanted = ["initial_population"]
+        wanted = ("initial_population",)
     elif plan.scoring == "continuous_variable":
-        wanted = ["initial_population", "measure_population", "measure_population_exclusion"]
-    elif plan.scoring == "ratio":
-        wanted = [
-            "initial_population",
-            "denominator",
-            "denominator_exclusion",
-            "numerator",
-            "numerator_exclusion",
-        ]
+        wanted = CV_POPULATIONS
+    elif plan.scoring == "ratio":  # a ratio has no denominator exception
+        wanted = tuple(p for p in PROPORTION_POPULATIONS if p != "denominator_exception")
     else:
-        wanted = [
-            "initial_population",
-            "denominator",
-            "denominator_exclusion",
-            "denominator_exception",
-            "numerator",
-            "numerator_exclusion",
-        ]
+        wanted = PROPORTION_POPULATIONS
     core = {"initial_population", "denominator", "numerator", "measure_population"}
     return [p for p in wanted if p in core or p in defined]
 
